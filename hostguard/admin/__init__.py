@@ -1,0 +1,5 @@
+"""hostguard's admin: one module per concern, all registered on import."""
+
+from hostguard.admin import policy as policy
+
+__all__ = ["policy"]

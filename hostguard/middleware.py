@@ -1,0 +1,137 @@
+"""The gate: decide every request's host before anything else in the site runs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.http import HttpRequest, HttpResponse
+from django.utils.functional import SimpleLazyObject
+
+from hostguard import responses
+from hostguard.conf import always_allowed, conf, derived
+from hostguard.hosts import DEFAULT_PORTS, HostPort, MalformedHost, parse_host_header
+from hostguard.policy import ALLOW, EXEMPT, MALFORMED, MALFORMED_HOST, Decision, Snapshot, policy
+
+EXEMPT_DECISION = Decision(EXEMPT)
+
+
+class HostGuardMiddleware:
+    """Answer 421 for hosts this deployment does not serve, 400 for malformed ones.
+
+    Place it first in ``MIDDLEWARE``: a refused request must not reach sessions,
+    CSRF or any view, because browsers replay a 421'd request elsewhere.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        response = self.gate(request, policy.current)
+        if response is not None:
+            return response
+        return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        snapshot = policy.ready()
+        if snapshot is None:
+            snapshot = await sync_to_async(policy.current)()
+        response = self.gate(request, lambda: snapshot)
+        if response is not None:
+            return response
+        result: Awaitable[HttpResponse] = self.get_response(request)
+        return await result
+
+    def gate(self, request: HttpRequest, get_snapshot: Callable[[], Snapshot | None]) -> HttpResponse | None:
+        """Decide ``request``; return the refusal, or ``None`` to let it through."""
+        exempt_paths = derived.exempt_paths
+        if exempt_paths and request.path_info.startswith(exempt_paths):
+            request.hostguard = EXEMPT_DECISION  # type: ignore[attr-defined]
+            request.tenant = None  # type: ignore[attr-defined]
+            return None
+        scheme = "https" if request.is_secure() else "http"
+        try:
+            host, port = request_authority(request, scheme)
+        except MalformedHost:
+            request.hostguard = Decision(MALFORMED, MALFORMED_HOST, scheme=scheme)  # type: ignore[attr-defined]
+            return responses.malformed(request)
+        effective_port = port if port is not None else DEFAULT_PORTS[scheme]
+        if always_allowed(host):
+            request.hostguard = Decision(ALLOW, "", host, effective_port, scheme)  # type: ignore[attr-defined]
+            request.tenant = None  # type: ignore[attr-defined]
+            return None
+        snapshot = get_snapshot()
+        if snapshot is None:
+            return responses.unavailable(request, max(1, math.ceil(conf.REFRESH_SECONDS)))
+        decision = snapshot.decide(host, effective_port, scheme, derived.deployment)
+        request.hostguard = decision  # type: ignore[attr-defined]
+        if decision.verdict == ALLOW:
+            request.tenant = SimpleLazyObject(lambda: _load_tenant(decision.tenant_id))  # type: ignore[attr-defined]
+            return None
+        return responses.misdirected(request)
+
+
+def request_authority(request: HttpRequest, scheme: str) -> HostPort:
+    """The authority a request targets, by the matching rules; raises MalformedHost."""
+    meta = request.META
+    raw = meta.get("HTTP_HOST")
+    target = _absolute_target(meta)
+    if target is not None:
+        target_scheme, target_authority = target
+        parsed_target = parse_host_header(target_authority)
+        if raw is None:
+            # HTTP/1.1 requires Host (RFC 9112 §3.2); only 1.0 may rely on the target.
+            if meta.get("SERVER_PROTOCOL") != "HTTP/1.0":
+                raise MalformedHost("")
+            raw = target_authority
+        elif not _same_authority(parse_host_header(raw), scheme, parsed_target, target_scheme):
+            raise MalformedHost(raw)
+    if raw is None:
+        raise MalformedHost("")
+    # X-Forwarded-Host replaces a present Host when the site trusts it; it never
+    # stands in for a missing one.
+    if derived.trust_forwarded_host and "HTTP_X_FORWARDED_HOST" in meta:
+        raw = meta["HTTP_X_FORWARDED_HOST"]
+    host, port = parse_host_header(raw)
+    if derived.trust_forwarded_port and "HTTP_X_FORWARDED_PORT" in meta:
+        forwarded = meta["HTTP_X_FORWARDED_PORT"]
+        if not forwarded.isascii() or not forwarded.isdigit() or not 1 <= int(forwarded) <= 65535:
+            raise MalformedHost(forwarded)
+        port = int(forwarded)
+    return HostPort(host, port)
+
+
+def _absolute_target(meta: dict[str, Any]) -> tuple[str, str] | None:
+    """(scheme, authority) of an absolute-form request target, if the server passed one."""
+    uri = meta.get("RAW_URI") or meta.get("REQUEST_URI")
+    if not uri or uri[0] == "/" or uri == "*":
+        return None
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return None
+    authority = rest
+    for delimiter in "/?#":
+        authority = authority.partition(delimiter)[0]
+    return scheme.lower(), authority
+
+
+def _same_authority(host: HostPort, scheme: str, target: HostPort, target_scheme: str) -> bool:
+    host_port = host.port if host.port is not None else DEFAULT_PORTS[scheme]
+    target_port = target.port if target.port is not None else DEFAULT_PORTS.get(target_scheme)
+    return host.host == target.host and host_port == target_port
+
+
+def _load_tenant(tenant_id: int | None) -> Any:
+    from hostguard.models import Tenant
+
+    return Tenant.objects.select_related("deployment").get(pk=tenant_id)

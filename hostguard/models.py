@@ -1,0 +1,221 @@
+"""Deployments, tenants and the authorities they claim; the policy version stamp.
+
+Every write through the ORM — ``save()``, ``delete()``, and the queryset's
+``update()``, ``bulk_create()``, ``bulk_update()`` and ``delete()`` — tells the policy,
+so every process learns of it within ``HOSTGUARD_REFRESH_SECONDS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from hostguard.hosts import InvalidHost, format_authority, normalise_host, to_unicode
+
+
+def _policy_changed(using: str) -> None:
+    from hostguard.policy import changed
+
+    changed(using)
+
+
+class PolicyQuerySet(models.QuerySet[Any]):
+    """A queryset whose bulk writes, which send no model signals, still reach the policy."""
+
+    def update(self, **kwargs: Any) -> int:
+        count = super().update(**kwargs)
+        if count:
+            _policy_changed(self.db)
+        return count
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        created = super().bulk_create(objs, *args, **kwargs)
+        if created:
+            _policy_changed(self.db)
+        return created
+
+    def bulk_update(self, objs: Any, *args: Any, **kwargs: Any) -> int:
+        count = super().bulk_update(objs, *args, **kwargs)
+        if count:
+            _policy_changed(self.db)
+        return count
+
+
+class Deployment(models.Model):
+    name = models.SlugField(
+        _("name"),
+        max_length=64,
+        unique=True,
+        help_text=_("The serving fleet, e.g. eu-1. Each process serves the one named by HOSTGUARD_DEPLOYMENT."),
+    )
+    description = models.TextField(_("description"), blank=True)
+
+    objects = PolicyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("deployment")
+        verbose_name_plural = _("deployments")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Tenant(models.Model):
+    name = models.CharField(_("name"), max_length=200, help_text=_("The customer's name, as staff know it."))
+    slug = models.SlugField(
+        _("slug"),
+        max_length=64,
+        unique=True,
+        help_text=_("A short unique identifier: letters, digits, hyphens and underscores."),
+    )
+    deployment = models.ForeignKey(
+        Deployment,
+        on_delete=models.PROTECT,
+        related_name="tenants",
+        verbose_name=_("deployment"),
+        help_text=_("The deployment that serves this tenant. Changing it moves the tenant."),
+    )
+    is_active = models.BooleanField(
+        _("active"),
+        default=True,
+        help_text=_("A suspended tenant's hosts are answered 421 Misdirected Request."),
+    )
+
+    objects = PolicyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("tenant")
+        verbose_name_plural = _("tenants")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Authority(models.Model):
+    SCHEME_CHOICES = [("", _("any")), ("http", "http"), ("https", "https")]
+
+    host = models.CharField(
+        _("host"),
+        max_length=255,
+        help_text=_(
+            "A host name (Unicode is fine), *.example.com for every name under example.com, "
+            "an IPv4 address or an IPv6 address. Stored lower-case, in punycode."
+        ),
+    )
+    port = models.PositiveIntegerField(
+        _("port"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text=_("1–65535. Leave blank to accept any port."),
+    )
+    scheme = models.CharField(
+        _("scheme"),
+        max_length=5,
+        blank=True,
+        default="",
+        choices=SCHEME_CHOICES,
+        help_text=_("Leave as “any” to accept both http and https."),
+    )
+    tenant = models.ForeignKey(
+        Tenant,
+        on_delete=models.CASCADE,
+        related_name="authorities",
+        verbose_name=_("tenant"),
+    )
+    is_active = models.BooleanField(
+        _("active"),
+        default=True,
+        help_text=_("An inactive authority is answered 421 Misdirected Request."),
+    )
+    note = models.CharField(_("note"), max_length=255, blank=True, help_text=_("Anything staff should know."))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    objects = PolicyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["host", "port", "scheme"]
+        verbose_name = _("authority")
+        verbose_name_plural = _("authorities")
+        # Two partial indexes instead of one: NULL ports must collide too, on every
+        # backend, and NULLS NOT DISTINCT is PostgreSQL-only.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["host", "port", "scheme"],
+                condition=Q(port__isnull=False),
+                name="hostguard_authority_unique_with_port",
+                violation_error_message=_("Another authority already claims this host, port and scheme."),
+            ),
+            models.UniqueConstraint(
+                fields=["host", "scheme"],
+                condition=Q(port__isnull=True),
+                name="hostguard_authority_unique_any_port",
+                violation_error_message=_("Another authority already claims this host and scheme on any port."),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return format_authority(self.scheme, self.host, self.port)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.normalise()
+        super().save(*args, **kwargs)
+
+    @property
+    def unicode_host(self) -> str:
+        return to_unicode(self.host)
+
+    def normalise(self) -> None:
+        try:
+            self.host = normalise_host(self.host or "")
+        except InvalidHost as exc:
+            raise ValidationError({"host": exc.message}, code="invalid") from None
+        self.scheme = (self.scheme or "").lower()
+
+    def clean(self) -> None:
+        self.normalise()
+
+    def validate_constraints(self, exclude: Any = None) -> None:
+        clash = self.conflicting_claim()
+        if clash is not None and not (exclude and "host" in exclude):
+            raise ValidationError(
+                {
+                    "host": _("%(authority)s is already claimed by the tenant “%(tenant)s”.")
+                    % {"authority": str(self), "tenant": clash.tenant.name}
+                },
+                code="unique",
+            )
+        super().validate_constraints(exclude=exclude)
+
+    def conflicting_claim(self) -> Authority | None:
+        """Another authority claiming the same (host, port, scheme), if any."""
+        if not self.host:
+            return None
+        claims = Authority.objects.select_related("tenant").filter(
+            host=self.host, scheme=self.scheme or "", port=self.port
+        )
+        if self.pk is not None:
+            claims = claims.exclude(pk=self.pk)
+        return claims.first()
+
+
+class PolicyStamp(models.Model):
+    """One row whose ``version`` moves with every committed change to the policy."""
+
+    version = models.BigIntegerField(default=0)
+    changed_at = models.DateTimeField(null=True)
+
+    class Meta:
+        verbose_name = _("policy stamp")
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return str(self.version)

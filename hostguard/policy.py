@@ -1,0 +1,419 @@
+"""The policy: an immutable in-memory snapshot of every authority, and its freshness.
+
+A request only ever reads the current :class:`Snapshot`; it never touches the
+database in steady state. The snapshot is rebuilt
+
+* at once in a process that writes a change (``changed()``, wired to model signals
+  and to the bulk queryset methods), and
+* in every other process by a background poller that compares the version stamp in
+  the database at most every ``HOSTGUARD_REFRESH_SECONDS``.
+
+The stamp is bumped inside the writer's transaction, so it is published on commit
+and never for a rolled-back change. If the database is unreachable the last good
+snapshot keeps serving; with none at all, the middleware answers 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from hostguard.conf import conf
+from hostguard.hosts import format_authority
+
+logger = logging.getLogger("hostguard.policy")
+
+ALLOW = "allow"
+MISDIRECTED = "misdirected"
+MALFORMED = "malformed"
+EXEMPT = "exempt"
+
+UNKNOWN_HOST = "unknown_host"
+PORT_MISMATCH = "port_mismatch"
+SCHEME_MISMATCH = "scheme_mismatch"
+INACTIVE = "inactive"
+OTHER_DEPLOYMENT = "other_deployment"
+SNI_MISMATCH = "sni_mismatch"
+MALFORMED_HOST = "malformed_host"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What hostguard decided for a request; set as ``request.hostguard``."""
+
+    verdict: str
+    reason: str = ""
+    host: str = ""
+    port: int | None = None
+    scheme: str = ""
+    authority: str = ""
+    authority_id: int | None = None
+    tenant_id: int | None = None
+    tenant_slug: str = ""
+    deployment: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict in (ALLOW, EXEMPT)
+
+
+# An entry is (port or None, scheme or "", authority id, tenant id, active, host pattern).
+Entry = tuple[int | None, str, int, int, bool, str]
+# A tenant is (slug, deployment name, active).
+TenantInfo = tuple[str, str, bool]
+
+
+def _specificity(entry: Entry) -> tuple[bool, bool]:
+    return (entry[0] is not None, entry[1] != "")
+
+
+class Snapshot:
+    """An immutable index of all authorities. Lookup walks the host's labels."""
+
+    __slots__ = ("_memo", "built_at", "exact", "size", "tenants", "version", "wildcards")
+
+    MEMO_SIZE = 8192
+
+    def __init__(
+        self,
+        version: int,
+        exact: dict[str, tuple[Entry, ...]],
+        wildcards: dict[str, tuple[Entry, ...]],
+        tenants: dict[int, TenantInfo],
+        size: int,
+    ) -> None:
+        self.version = version
+        self.exact = exact
+        self.wildcards = wildcards
+        self.tenants = tenants
+        self.size = size
+        self.built_at = time.monotonic()
+        self._memo: dict[tuple[str, int, str, str | None], Decision] = {}
+
+    @classmethod
+    def from_rows(cls, version: int, rows: Any) -> Snapshot:
+        """Rows are (id, host, port, scheme, active, tenant id, slug, tenant active, deployment)."""
+        exact: dict[str, list[Entry]] = {}
+        wildcards: dict[str, list[Entry]] = {}
+        tenants: dict[int, TenantInfo] = {}
+        size = 0
+        for pk, host, port, scheme, active, tenant_id, slug, tenant_active, deployment in rows:
+            size += 1
+            if tenant_id not in tenants:
+                tenants[tenant_id] = (slug, deployment, tenant_active)
+            entry: Entry = (port, scheme, pk, tenant_id, active, host)
+            if host.startswith("*."):
+                wildcards.setdefault(host[2:], []).append(entry)
+            else:
+                exact.setdefault(host, []).append(entry)
+        return cls(
+            version,
+            {host: _ordered(entries) for host, entries in exact.items()},
+            {host: _ordered(entries) for host, entries in wildcards.items()},
+            tenants,
+            size,
+        )
+
+    def candidates(self, host: str) -> Iterator[tuple[Entry, ...]]:
+        """Entry groups whose pattern matches ``host``, most specific pattern first."""
+        entries = self.exact.get(host)
+        if entries:
+            yield entries
+        if not self.wildcards or host.startswith("["):
+            return
+        dot = host.find(".")
+        while dot >= 0:
+            entries = self.wildcards.get(host[dot + 1 :])
+            if entries:
+                yield entries
+            dot = host.find(".", dot + 1)
+
+    def decide(self, host: str, port: int, scheme: str, deployment: str | None) -> Decision:
+        """The verdict for a well-formed ``host`` on an effective ``port`` and ``scheme``."""
+        key = (host, port, scheme, deployment)
+        decision = self._memo.get(key)
+        if decision is None:
+            decision = self._decide(host, port, scheme, deployment)
+            if len(self._memo) >= self.MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = decision
+        return decision
+
+    def _decide(self, host: str, port: int, scheme: str, deployment: str | None) -> Decision:
+        matched = admits_port = False
+        for group in self.candidates(host):
+            matched = True
+            for entry in group:
+                port_ok = entry[0] is None or entry[0] == port
+                admits_port = admits_port or port_ok
+                if port_ok and (not entry[1] or entry[1] == scheme):
+                    return self._verdict(entry, host, port, scheme, deployment)
+        if not matched:
+            reason = UNKNOWN_HOST
+        else:
+            reason = SCHEME_MISMATCH if admits_port else PORT_MISMATCH
+        return Decision(MISDIRECTED, reason, host, port, scheme)
+
+    def _verdict(self, entry: Entry, host: str, port: int, scheme: str, deployment: str | None) -> Decision:
+        entry_port, entry_scheme, authority_id, tenant_id, active, pattern = entry
+        slug, tenant_deployment, tenant_active = self.tenants[tenant_id]
+        if not (active and tenant_active):
+            verdict, reason = MISDIRECTED, INACTIVE
+        elif tenant_deployment != deployment:
+            verdict, reason = MISDIRECTED, OTHER_DEPLOYMENT
+        else:
+            verdict, reason = ALLOW, ""
+        return Decision(
+            verdict,
+            reason,
+            host,
+            port,
+            scheme,
+            format_authority(entry_scheme, pattern, entry_port),
+            authority_id,
+            tenant_id,
+            slug,
+            tenant_deployment,
+        )
+
+
+def _ordered(entries: list[Entry]) -> tuple[Entry, ...]:
+    # Explicit port over any port, then explicit scheme over any scheme.
+    return tuple(sorted(entries, key=_specificity, reverse=True))
+
+
+def read_version(using: str) -> int:
+    from hostguard.models import PolicyStamp
+
+    version = PolicyStamp.objects.using(using).filter(pk=1).values_list("version", flat=True).first()
+    return version or 0
+
+
+def build_snapshot(using: str | None = None) -> Snapshot:
+    """Read the whole policy from the database (the stamp first, then one query)."""
+    from hostguard.models import Authority
+
+    using = using or conf.DATABASE
+    version = read_version(using)
+    rows = (
+        Authority.objects.using(using)
+        .order_by()
+        .values_list(
+            "id",
+            "host",
+            "port",
+            "scheme",
+            "is_active",
+            "tenant_id",
+            "tenant__slug",
+            "tenant__is_active",
+            "tenant__deployment__name",
+        )
+        .iterator(chunk_size=20000)
+    )
+    return Snapshot.from_rows(version, rows)
+
+
+class Policy:
+    """The process-wide holder of the current snapshot."""
+
+    def __init__(self) -> None:
+        self._snapshot: Snapshot | None = None
+        self._stale = False
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._last_attempt = float("-inf")
+        self._last_warning = float("-inf")
+        self._local = threading.local()
+
+    # --- the request path ---------------------------------------------------------
+
+    def ready(self) -> Snapshot | None:
+        """The snapshot if no database work is due, else ``None``; never blocks."""
+        snapshot = self._snapshot
+        if snapshot is None or self._stale:
+            return None
+        if self._poller is None:
+            self._start_poller()
+        return snapshot
+
+    def current(self) -> Snapshot | None:
+        """The snapshot to decide with, loading it first when due (sync code only)."""
+        snapshot = self.ready()
+        if snapshot is not None:
+            return snapshot
+        return self._load_for_request()
+
+    def _load_for_request(self) -> Snapshot | None:
+        with self._lock:
+            if self._snapshot is not None and not self._stale:
+                return self._snapshot
+            now = time.monotonic()
+            if self._snapshot is None and now - self._last_attempt < conf.REFRESH_SECONDS:
+                # Nothing loaded and the database failed a moment ago: answer 503 at
+                # once rather than queue every request behind another timeout.
+                return None
+            self._last_attempt = now
+            try:
+                self._rebuild()
+            except Exception:
+                self._stale = False
+                self._warn("hostguard could not load its policy; %s", self._fallback_text())
+            if self._poller is None:
+                self._start_poller()
+            return self._snapshot
+
+    # --- refreshing ---------------------------------------------------------------
+
+    def refresh(self) -> Snapshot:
+        """Rebuild the snapshot now, from the database; raises on database errors."""
+        with self._lock:
+            return self._rebuild()
+
+    def _rebuild(self) -> Snapshot:
+        self._stale = False
+        try:
+            snapshot = build_snapshot()
+        except Exception:
+            _close_connection(conf.DATABASE)
+            raise
+        self._snapshot = snapshot
+        return snapshot
+
+    def check(self) -> bool:
+        """Rebuild if the stamp moved; return whether it did. Used by the poller."""
+        current = self._snapshot
+        using = conf.DATABASE
+        if current is not None and not self._stale:
+            try:
+                version = read_version(using)
+            except Exception:
+                _close_connection(using)
+                raise
+            if version == current.version:
+                return False
+        with self._lock:
+            self._rebuild()
+        return True
+
+    def _poll(self) -> None:
+        while True:
+            self._wakeup.wait(max(conf.REFRESH_SECONDS, 0.05))
+            self._wakeup.clear()
+            try:
+                if self.check():
+                    logger.info("hostguard policy reloaded: %d authorities", self.size)
+            except Exception:
+                self._warn("hostguard could not refresh its policy; %s", self._fallback_text())
+
+    def _start_poller(self) -> None:
+        with _POLLER_LOCK:
+            if self._poller is not None:
+                return
+            thread = threading.Thread(target=self._poll, name="hostguard-policy", daemon=True)
+            self._poller = thread
+            thread.start()
+
+    def _fallback_text(self) -> str:
+        if self._snapshot is None:
+            return "no policy loaded yet: answering 503 until the database is reachable"
+        return "serving the last good policy (version %d)" % self._snapshot.version
+
+    def _warn(self, message: str, *args: Any) -> None:
+        # One warning per refresh interval, not one per request.
+        now = time.monotonic()
+        if now - self._last_warning >= conf.REFRESH_SECONDS:
+            self._last_warning = now
+            logger.warning(message, *args, exc_info=True)
+
+    # --- writes ---------------------------------------------------------------------
+
+    def changed(self, using: str = DEFAULT_DB_ALIAS) -> None:
+        """Record that the policy changed in ``using``'s current transaction."""
+        if getattr(self._local, "batch", 0):
+            self._local.dirty = getattr(self._local, "dirty", set()) | {using}
+            return
+        self._stale = True
+        bump_version(using)
+        transaction.on_commit(self._committed, using=using)
+
+    def _committed(self) -> None:
+        self._stale = True
+        self._wakeup.set()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Bump the stamp once for many writes (the import command, bulk actions)."""
+        self._local.batch = getattr(self._local, "batch", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.batch -= 1
+            if not self._local.batch:
+                dirty: set[str] = getattr(self._local, "dirty", set())
+                self._local.dirty = set()
+                for using in dirty:
+                    self.changed(using)
+
+    # --- introspection and tests --------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    @property
+    def size(self) -> int:
+        return self._snapshot.size if self._snapshot is not None else 0
+
+    def reset(self) -> None:
+        """Forget the snapshot (tests); the next request loads it again."""
+        with self._lock:
+            self._snapshot = None
+            self._stale = False
+            self._last_attempt = float("-inf")
+            self._last_warning = float("-inf")
+
+    def _after_fork(self) -> None:
+        # Threads do not survive fork(): a forked worker starts its own poller.
+        self._poller = None
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
+
+
+_POLLER_LOCK = threading.Lock()
+
+policy = Policy()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=policy._after_fork)
+
+
+def changed(using: str = DEFAULT_DB_ALIAS) -> None:
+    """Tell hostguard its policy changed through ``using`` (call after raw SQL writes)."""
+    policy.changed(using)
+
+
+def bump_version(using: str) -> None:
+    from hostguard.models import PolicyStamp
+
+    stamps = PolicyStamp.objects.using(using).filter(pk=1)
+    if not stamps.update(version=F("version") + 1, changed_at=timezone.now()):
+        PolicyStamp.objects.using(using).get_or_create(pk=1, defaults={"version": 1, "changed_at": timezone.now()})
+
+
+def _close_connection(using: str) -> None:
+    try:
+        connections[using].close()
+    except Exception:
+        logger.debug("closing the %s connection failed", using, exc_info=True)

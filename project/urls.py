@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import path
+
+from project import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("api/whoami", views.whoami, name="whoami"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,20 @@
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "home.html",
+        {"tenant": getattr(request, "tenant", None), "deployment": settings.HOSTGUARD_DEPLOYMENT},
+    )
+
+
+def whoami(request: HttpRequest) -> JsonResponse:
+    tenant = getattr(request, "tenant", None)
+    return JsonResponse({"tenant": tenant.slug if tenant else None, "deployment": settings.HOSTGUARD_DEPLOYMENT})
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok\n", content_type="text/plain")

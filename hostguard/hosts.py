@@ -79,6 +79,8 @@ def default_port(scheme: str) -> int:
 _MALFORMED = object()
 _PARSED_CACHE: dict[str, object] = {}
 _PARSED_CACHE_SIZE = 4096
+# 253 for the name, a trailing dot, a colon and a port with a few leading zeros.
+_MAX_HEADER_LENGTH = 270
 
 
 def parse_host_header(value: str) -> HostPort:
@@ -90,6 +92,10 @@ def parse_host_header(value: str) -> HostPort:
     """
     cached = _PARSED_CACHE.get(value)
     if cached is None:
+        if len(value) > _MAX_HEADER_LENGTH:
+            # Refused without being memoised, so a flood of huge headers cannot make
+            # the map hold megabytes of junk.
+            raise MalformedHost(value[:_MAX_HEADER_LENGTH])
         try:
             cached = _parse_host_header(value)
         except MalformedHost:
@@ -103,8 +109,7 @@ def parse_host_header(value: str) -> HostPort:
 
 
 def _parse_host_header(value: str) -> HostPort:
-    # 253 for the name, brackets, colon and a port with a few leading zeros.
-    if not value or len(value) > 270 or not value.isascii():
+    if not value or not value.isascii():
         raise MalformedHost(value)
     if value[0] == "[":
         end = value.find("]")
@@ -156,9 +161,16 @@ def _ipv6_literal(text: str) -> str | None:
     if "%" in text or ":" not in text:
         return None
     try:
-        return f"[{ipaddress.IPv6Address(text).compressed}]"
+        address = ipaddress.IPv6Address(text)
     except ValueError:
         return None
+    # Spelled out rather than left to ipaddress, whose text for IPv4-mapped
+    # addresses changed in Python 3.13 (::ffff:102:304 became ::ffff:1.2.3.4): rows
+    # written by one Python must match requests parsed by another. RFC 5952 §5.
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return f"[::ffff:{mapped}]"
+    return f"[{address.compressed}]"
 
 
 def is_ip(host: str) -> bool:
@@ -180,24 +192,28 @@ def normalise_host(value: str) -> str:
     text = value.strip()
     if not text:
         raise InvalidHost(_("Enter a host name."))
-    if text.startswith("[") or text.count(":") > 1:
-        literal = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-        host = _ipv6_literal(literal)
-        if host is None:
-            raise InvalidHost(_("“%(host)s” is not a valid IPv6 address.") % {"host": value})
-        return host
-    if ":" in text:
+    if len(text) > _MAX_INPUT_LENGTH:
+        raise _too_long(value)
+    if "://" in text:
+        raise InvalidHost(_("“%(host)s” is a URL: enter only the host name, as in example.com.") % {"host": value})
+    wildcard = text.startswith("*.")
+    name = text[2:] if wildcard else text
+    if wildcard and (name.startswith("[") or name.count(":") > 1):
+        raise InvalidHost(_("A wildcard cannot be combined with an IP address."))
+    if name.startswith("[") or name.count(":") > 1:
+        return _normalise_ipv6(name, value)
+    if ":" in name:
         raise InvalidHost(
             _("“%(host)s” contains a colon: give the port in its own field or as host:port.") % {"host": value}
         )
-    wildcard = text.startswith("*.")
-    name = text[2:] if wildcard else text
     if "*" in name:
         raise InvalidHost(_("A wildcard is allowed only as the whole leftmost label, as in *.example.com."))
     if name.endswith("."):
         name = name[:-1]
     if not name:
-        raise InvalidHost(_("“%(host)s” has no domain name after the wildcard.") % {"host": value})
+        if wildcard:
+            raise InvalidHost(_("“%(host)s” has no domain name after the wildcard.") % {"host": value})
+        raise InvalidHost(_("“%(host)s” is not a host name: enter one such as example.com.") % {"host": value})
     name = _to_ascii(name, value)
     _check_labels(name, value, wildcard)
     if wildcard:
@@ -207,34 +223,125 @@ def normalise_host(value: str) -> str:
     return name
 
 
+# Unicode input can shrink under UTS 46 (ignored characters), so allow some slack
+# over 253, but not enough to make IDNA processing of a pasted essay expensive.
+_MAX_INPUT_LENGTH = 1024
+
+
+def _too_long(original: str) -> InvalidHost:
+    return InvalidHost(
+        _("“%(host)s” is too long: a host name has at most %(limit)d characters.")
+        % {"host": _shorten(original), "limit": MAX_HOST_LENGTH}
+    )
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def _normalise_ipv6(text: str, original: str) -> str:
+    bracketed = text.startswith("[")
+    if bracketed and not text.endswith("]"):
+        if "]" not in text:
+            raise InvalidHost(_("“%(host)s” has an unclosed “[”.") % {"host": original})
+        raise InvalidHost(
+            _("“%(host)s” has text after the IPv6 address: give the port in its own field or as [address]:port.")
+            % {"host": original}
+        )
+    literal = text[1:-1] if bracketed else text
+    if "%" in literal:
+        raise InvalidHost(
+            _("“%(host)s” has an IPv6 zone index (%%…): zone indexes are local to one machine, not part of a host.")
+            % {"host": original}
+        )
+    host = _ipv6_literal(literal)
+    if host is not None:
+        return host
+    if bracketed:
+        raise InvalidHost(_("“%(host)s” is not a valid IPv6 address.") % {"host": original})
+    raise InvalidHost(
+        _(
+            "“%(host)s” has more than one colon but is not a valid IPv6 address; "
+            "a host name takes at most one, before the port."
+        )
+        % {"host": original}
+    )
+
+
 def _to_ascii(name: str, original: str) -> str:
+    """Each label in A-label form; ASCII labels are only lower-cased here."""
     if name.isascii():
         name = name.lower()
-        for label in name.split("."):
+    else:
+        try:
+            name = idna.uts46_remap(name, std3_rules=False)
+        except idna.IDNAError as exc:
+            raise _idna_error(exc, original, original) from None
+    labels = []
+    for label in name.split("."):
+        if label.isascii():
             if label.startswith("xn--"):
                 try:
-                    idna.decode(label)
+                    idna.ulabel(label)
                 except (idna.IDNAError, UnicodeError):
                     raise InvalidHost(
                         _("“%(label)s” is not a valid internationalised label (punycode).") % {"label": label}
                     ) from None
-        return name
-    try:
-        return idna.encode(name, uts46=True, transitional=False).decode("ascii")
-    except (idna.IDNAError, UnicodeError) as exc:
-        raise InvalidHost(
-            _("“%(host)s” is not a valid internationalised domain name: %(error)s.")
-            % {"host": original, "error": str(exc).rstrip(".")}
-        ) from None
+        else:
+            # Plain LDH labels skip IDNA on purpose: real host names such as
+            # r1---sn-x.example have "--" in 3rd and 4th position, which IDNA 2008
+            # reserves, and the request side accepts them.
+            try:
+                label = idna.alabel(label).decode("ascii")
+            except (idna.IDNAError, UnicodeError) as exc:
+                raise _idna_error(exc, label, original) from None
+        labels.append(label)
+    return ".".join(labels)
+
+
+def _idna_error(exc: Exception, label: str, original: str) -> InvalidHost:
+    """A precise, translatable message for an IDNA failure in ``label``."""
+    codepoint = getattr(exc, "codepoint", None)
+    code = getattr(exc, "code", None)
+    if isinstance(exc, idna.IDNABidiError):
+        return InvalidHost(
+            _("The label “%(label)s” mixes right-to-left and left-to-right text in a way domain names do not allow.")
+            % {"label": label}
+        )
+    if code == "label_too_long":
+        return InvalidHost(
+            _("The label “%(label)s” is too long: a label has at most 63 characters once encoded in punycode.")
+            % {"label": label}
+        )
+    if code == "hyphen_3_4":
+        return InvalidHost(
+            _("The label “%(label)s” has hyphens in 3rd and 4th position, which internationalised labels may not have.")
+            % {"label": label}
+        )
+    if code == "hyphen_start_end":
+        return InvalidHost(_("The label “%(label)s” may not start or end with a hyphen.") % {"label": label})
+    if code == "leading_combiner":
+        return InvalidHost(_("The label “%(label)s” starts with a combining mark.") % {"label": label})
+    if isinstance(exc, idna.InvalidCodepoint | idna.InvalidCodepointContext) and isinstance(codepoint, int):
+        params = {"host": original, "char": chr(codepoint), "codepoint": "U+%04X" % codepoint}
+        if isinstance(exc, idna.InvalidCodepointContext):
+            return InvalidHost(
+                _("“%(host)s” contains “%(char)s” (%(codepoint)s) where domain names do not allow it.") % params
+            )
+        return InvalidHost(
+            _(
+                "“%(host)s” contains “%(char)s” (%(codepoint)s), which domain names cannot contain: "
+                "no emoji, symbols, spaces or punctuation other than hyphens."
+            )
+            % params
+        )
+    return InvalidHost(_("“%(host)s” is not a valid internationalised domain name.") % {"host": original})
 
 
 def _check_labels(name: str, original: str, wildcard: bool) -> None:
     limit = MAX_HOST_LENGTH - 2 if wildcard else MAX_HOST_LENGTH
     if len(name) > limit:
-        raise InvalidHost(
-            _("“%(host)s” is too long: a host name has at most %(limit)d characters.")
-            % {"host": original, "limit": MAX_HOST_LENGTH}
-        )
+        raise _too_long(original)
     for label in name.split("."):
         if not label:
             raise InvalidHost(_("“%(host)s” has an empty label (two dots in a row).") % {"host": original})
@@ -274,6 +381,12 @@ def parse_authority(value: str) -> AuthoritySpec:
             raise InvalidHost(_("“%(value)s” has a scheme but no host.") % {"value": value})
     elif text.startswith("//"):
         text = text[2:]
+    elif match and match.group(1).lower() in SCHEMES and not text[match.end() :].strip().isdigit():
+        # "https:example.com" is a mistyped URL, not the host "https" on a port.
+        raise InvalidHost(
+            _("“%(value)s” lacks the two slashes after the scheme: write it as %(scheme)s://host.")
+            % {"value": value, "scheme": match.group(1).lower()}
+        )
     authority = re.split(r"[/?#]", text, maxsplit=1)[0]
     if "@" in authority:
         raise InvalidHost(_("User names and passwords (user@host) are not part of a host."))

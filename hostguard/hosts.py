@@ -32,6 +32,7 @@ _HOSTNAME_RE = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 _LABEL_RE = re.compile(_LABEL)
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _PORT_RE = re.compile(r"[0-9]{1,10}")
+_HEX_NUMBER_RE = re.compile(r"0x[0-9a-f]*")
 
 
 class MalformedHost(ValueError):
@@ -146,9 +147,11 @@ def _is_hostname_or_ipv4(name: str) -> bool:
     if len(name) > MAX_HOST_LENGTH or not _HOSTNAME_RE.fullmatch(name):
         return False
     last = name.rpartition(".")[2]
-    if last.isdigit():
+    if last.isdigit() or _HEX_NUMBER_RE.fullmatch(last):
         # An all-numeric top label is never a domain name (RFC 3696 §2): it must be
         # an IPv4 address, and a dotted quad at that (no "1.2.3", no "010.0.0.1").
+        # "0x7f000001" counts as numeric too: browsers (the WHATWG URL standard) and
+        # inet_aton read it as 127.0.0.1.
         try:
             ipaddress.IPv4Address(name)
         except ValueError:
@@ -195,7 +198,9 @@ def normalise_host(value: str) -> str:
     if len(text) > _MAX_INPUT_LENGTH:
         raise _too_long(value)
     if "://" in text:
-        raise InvalidHost(_("“%(host)s” is a URL: enter only the host name, as in example.com.") % {"host": value})
+        raise InvalidHost(
+            _("“%(host)s” is a URL: enter only the host name, as in example.com.") % {"host": _shorten(value)}
+        )
     wildcard = text.startswith("*.")
     name = text[2:] if wildcard else text
     if wildcard and (name.startswith("[") or name.count(":") > 1):
@@ -204,7 +209,8 @@ def normalise_host(value: str) -> str:
         return _normalise_ipv6(name, value)
     if ":" in name:
         raise InvalidHost(
-            _("“%(host)s” contains a colon: give the port in its own field or as host:port.") % {"host": value}
+            _("“%(host)s” contains a colon: give the port in its own field or as host:port.")
+            % {"host": _shorten(value)}
         )
     if "*" in name:
         raise InvalidHost(_("A wildcard is allowed only as the whole leftmost label, as in *.example.com."))
@@ -212,8 +218,10 @@ def normalise_host(value: str) -> str:
         name = name[:-1]
     if not name:
         if wildcard:
-            raise InvalidHost(_("“%(host)s” has no domain name after the wildcard.") % {"host": value})
-        raise InvalidHost(_("“%(host)s” is not a host name: enter one such as example.com.") % {"host": value})
+            raise InvalidHost(_("“%(host)s” has no domain name after the wildcard.") % {"host": _shorten(value)})
+        raise InvalidHost(
+            _("“%(host)s” is not a host name: enter one such as example.com.") % {"host": _shorten(value)}
+        )
     name = _to_ascii(name, value)
     _check_labels(name, value, wildcard)
     if wildcard:
@@ -243,28 +251,28 @@ def _normalise_ipv6(text: str, original: str) -> str:
     bracketed = text.startswith("[")
     if bracketed and not text.endswith("]"):
         if "]" not in text:
-            raise InvalidHost(_("“%(host)s” has an unclosed “[”.") % {"host": original})
+            raise InvalidHost(_("“%(host)s” has an unclosed “[”.") % {"host": _shorten(original)})
         raise InvalidHost(
             _("“%(host)s” has text after the IPv6 address: give the port in its own field or as [address]:port.")
-            % {"host": original}
+            % {"host": _shorten(original)}
         )
     literal = text[1:-1] if bracketed else text
     if "%" in literal:
         raise InvalidHost(
             _("“%(host)s” has an IPv6 zone index (%%…): zone indexes are local to one machine, not part of a host.")
-            % {"host": original}
+            % {"host": _shorten(original)}
         )
     host = _ipv6_literal(literal)
     if host is not None:
         return host
     if bracketed:
-        raise InvalidHost(_("“%(host)s” is not a valid IPv6 address.") % {"host": original})
+        raise InvalidHost(_("“%(host)s” is not a valid IPv6 address.") % {"host": _shorten(original)})
     raise InvalidHost(
         _(
             "“%(host)s” has more than one colon but is not a valid IPv6 address; "
             "a host name takes at most one, before the port."
         )
-        % {"host": original}
+        % {"host": _shorten(original)}
     )
 
 
@@ -285,7 +293,7 @@ def _to_ascii(name: str, original: str) -> str:
                     idna.ulabel(label)
                 except (idna.IDNAError, UnicodeError):
                     raise InvalidHost(
-                        _("“%(label)s” is not a valid internationalised label (punycode).") % {"label": label}
+                        _("“%(label)s” is not a valid internationalised label (punycode).") % {"label": _shorten(label)}
                     ) from None
         else:
             # Plain LDH labels skip IDNA on purpose: real host names such as
@@ -306,24 +314,24 @@ def _idna_error(exc: Exception, label: str, original: str) -> InvalidHost:
     if isinstance(exc, idna.IDNABidiError):
         return InvalidHost(
             _("The label “%(label)s” mixes right-to-left and left-to-right text in a way domain names do not allow.")
-            % {"label": label}
+            % {"label": _shorten(label)}
         )
     if code == "label_too_long":
         return InvalidHost(
             _("The label “%(label)s” is too long: a label has at most 63 characters once encoded in punycode.")
-            % {"label": label}
+            % {"label": _shorten(label)}
         )
     if code == "hyphen_3_4":
         return InvalidHost(
             _("The label “%(label)s” has hyphens in 3rd and 4th position, which internationalised labels may not have.")
-            % {"label": label}
+            % {"label": _shorten(label)}
         )
     if code == "hyphen_start_end":
-        return InvalidHost(_("The label “%(label)s” may not start or end with a hyphen.") % {"label": label})
+        return InvalidHost(_("The label “%(label)s” may not start or end with a hyphen.") % {"label": _shorten(label)})
     if code == "leading_combiner":
-        return InvalidHost(_("The label “%(label)s” starts with a combining mark.") % {"label": label})
+        return InvalidHost(_("The label “%(label)s” starts with a combining mark.") % {"label": _shorten(label)})
     if isinstance(exc, idna.InvalidCodepoint | idna.InvalidCodepointContext) and isinstance(codepoint, int):
-        params = {"host": original, "char": chr(codepoint), "codepoint": "U+%04X" % codepoint}
+        params = {"host": _shorten(original), "char": chr(codepoint), "codepoint": "U+%04X" % codepoint}
         if isinstance(exc, idna.InvalidCodepointContext):
             return InvalidHost(
                 _("“%(host)s” contains “%(char)s” (%(codepoint)s) where domain names do not allow it.") % params
@@ -335,7 +343,7 @@ def _idna_error(exc: Exception, label: str, original: str) -> InvalidHost:
             )
             % params
         )
-    return InvalidHost(_("“%(host)s” is not a valid internationalised domain name.") % {"host": original})
+    return InvalidHost(_("“%(host)s” is not a valid internationalised domain name.") % {"host": _shorten(original)})
 
 
 def _check_labels(name: str, original: str, wildcard: bool) -> None:
@@ -344,10 +352,10 @@ def _check_labels(name: str, original: str, wildcard: bool) -> None:
         raise _too_long(original)
     for label in name.split("."):
         if not label:
-            raise InvalidHost(_("“%(host)s” has an empty label (two dots in a row).") % {"host": original})
+            raise InvalidHost(_("“%(host)s” has an empty label (two dots in a row).") % {"host": _shorten(original)})
         if len(label) > MAX_LABEL_LENGTH:
             raise InvalidHost(
-                _("The label “%(label)s” is too long: a label has at most 63 characters.") % {"label": label}
+                _("The label “%(label)s” is too long: a label has at most 63 characters.") % {"label": _shorten(label)}
             )
         if not _LABEL_RE.fullmatch(label):
             raise InvalidHost(
@@ -355,10 +363,12 @@ def _check_labels(name: str, original: str, wildcard: bool) -> None:
                     "The label “%(label)s” may contain only letters, digits and hyphens, "
                     "and may not start or end with a hyphen."
                 )
-                % {"label": label}
+                % {"label": _shorten(label)}
             )
     if not _is_hostname_or_ipv4(name):
-        raise InvalidHost(_("“%(host)s” is neither a host name nor an IPv4 address (a.b.c.d).") % {"host": original})
+        raise InvalidHost(
+            _("“%(host)s” is neither a host name nor an IPv4 address (a.b.c.d).") % {"host": _shorten(original)}
+        )
 
 
 def parse_authority(value: str) -> AuthoritySpec:
@@ -378,14 +388,14 @@ def parse_authority(value: str) -> AuthoritySpec:
             raise InvalidHost(_("The scheme “%(scheme)s” is not served: use http or https.") % {"scheme": scheme})
         text = text[match.end() + 2 :]
         if not text or text[0] in "/?#":
-            raise InvalidHost(_("“%(value)s” has a scheme but no host.") % {"value": value})
+            raise InvalidHost(_("“%(value)s” has a scheme but no host.") % {"value": _shorten(value)})
     elif text.startswith("//"):
         text = text[2:]
     elif match and match.group(1).lower() in SCHEMES and not text[match.end() :].strip().isdigit():
         # "https:example.com" is a mistyped URL, not the host "https" on a port.
         raise InvalidHost(
             _("“%(value)s” lacks the two slashes after the scheme: write it as %(scheme)s://host.")
-            % {"value": value, "scheme": match.group(1).lower()}
+            % {"value": _shorten(value), "scheme": match.group(1).lower()}
         )
     authority = re.split(r"[/?#]", text, maxsplit=1)[0]
     if "@" in authority:
@@ -398,12 +408,14 @@ def _split_port(authority: str, original: str) -> tuple[str, int | None]:
     if authority.startswith("["):
         end = authority.find("]")
         if end < 0:
-            raise InvalidHost(_("“%(value)s” has an unclosed “[”.") % {"value": original})
+            raise InvalidHost(_("“%(value)s” has an unclosed “[”.") % {"value": _shorten(original)})
         host_text, rest = authority[: end + 1], authority[end + 1 :]
         if not rest:
             return host_text, None
         if rest[0] != ":":
-            raise InvalidHost(_("Unexpected text after the IPv6 address in “%(value)s”.") % {"value": original})
+            raise InvalidHost(
+                _("Unexpected text after the IPv6 address in “%(value)s”.") % {"value": _shorten(original)}
+            )
         return host_text, parse_port(rest[1:])
     if authority.count(":") > 1:
         return authority, None  # an IPv6 address without brackets cannot carry a port
@@ -419,7 +431,7 @@ def parse_port(text: str | int | None) -> int | None:
     if not raw:
         raise InvalidHost(_("The port is empty: remove the colon or give a port from 1 to 65535."))
     if not _PORT_RE.fullmatch(raw) or not 1 <= int(raw) <= 65535:
-        raise InvalidHost(_("“%(port)s” is not a port: use a number from 1 to 65535.") % {"port": raw})
+        raise InvalidHost(_("“%(port)s” is not a port: use a number from 1 to 65535.") % {"port": _shorten(raw)})
     return int(raw)
 
 

@@ -7,9 +7,11 @@ cost something to derive are cached and dropped on ``setting_changed``.
 from __future__ import annotations
 
 from functools import cached_property
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
@@ -20,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "HOSTGUARD_JSON_PATHS": [],
     "HOSTGUARD_REFRESH_SECONDS": 2.0,
     "HOSTGUARD_DATABASE": "default",
+    "HOSTGUARD_SNI_HEADER": None,
+    "HOSTGUARD_TRUSTED_PROXIES": [],
 }
 
 
@@ -53,6 +57,18 @@ class Settings:
     @property
     def DATABASE(self) -> str:
         return str(self._get("HOSTGUARD_DATABASE"))
+
+    @property
+    def SNI_HEADER(self) -> str | None:
+        value = self._get("HOSTGUARD_SNI_HEADER")
+        return str(value) if value else None
+
+    @property
+    def TRUSTED_PROXIES(self) -> list[str]:
+        value = self._get("HOSTGUARD_TRUSTED_PROXIES")
+        # A lone string is a common slip ("10.0.0.1"); iterating it would trust nothing useful.
+        proxies = value.split(",") if isinstance(value, str) else value
+        return [str(proxy) for proxy in proxies if str(proxy).strip()]
 
 
 conf = Settings()
@@ -96,6 +112,33 @@ class Derived:
     @cached_property
     def trust_forwarded_port(self) -> bool:
         return bool(getattr(settings, "USE_X_FORWARDED_PORT", False))
+
+    @cached_property
+    def sni_meta_key(self) -> str | None:
+        """The ``request.META`` key of ``HOSTGUARD_SNI_HEADER`` ("X-Forwarded-SNI" → HTTP_X_FORWARDED_SNI)."""
+        header = conf.SNI_HEADER
+        if not header:
+            return None
+        key = header.strip().upper().replace("-", "_")
+        return key if key.startswith("HTTP_") else "HTTP_" + key
+
+    @cached_property
+    def trusted_proxies(self) -> tuple[tuple[IPv4Network | IPv6Network, ...], bool]:
+        """(networks, any peer) parsed from ``HOSTGUARD_TRUSTED_PROXIES``; raises ImproperlyConfigured."""
+        networks: list[IPv4Network | IPv6Network] = []
+        any_peer = False
+        for entry in conf.TRUSTED_PROXIES:
+            text = entry.strip()
+            if text == "*":
+                any_peer = True
+                continue
+            try:
+                networks.append(ip_network(text.strip("[]"), strict=False))
+            except ValueError:
+                raise ImproperlyConfigured(
+                    "HOSTGUARD_TRUSTED_PROXIES: %r is neither an IP address nor a network (10.0.0.0/8, ::1)." % entry
+                ) from None
+        return tuple(networks), any_peer
 
     def clear(self) -> None:
         self.__dict__.clear()

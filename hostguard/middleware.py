@@ -10,7 +10,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject
 
-from hostguard import responses
+from hostguard import responses, sni
 from hostguard.conf import always_allowed, conf, derived
 from hostguard.hosts import DEFAULT_PORTS, HostPort, MalformedHost, parse_host_header
 from hostguard.policy import ALLOW, EXEMPT, MALFORMED, MALFORMED_HOST, Decision, Snapshot, policy
@@ -74,6 +74,8 @@ class HostGuardMiddleware:
         if snapshot is None:
             return responses.unavailable(request, max(1, math.ceil(conf.REFRESH_SECONDS)))
         decision = snapshot.decide(host, effective_port, scheme, derived.deployment)
+        if decision.verdict == ALLOW:
+            decision = sni.check(request.META, snapshot, decision)
         request.hostguard = decision  # type: ignore[attr-defined]
         if decision.verdict == ALLOW:
             request.tenant = SimpleLazyObject(lambda: _load_tenant(decision.tenant_id))  # type: ignore[attr-defined]

@@ -1,9 +1,23 @@
-"""gunicorn settings for the demo site; every value can be set from the environment."""
+"""gunicorn settings for the demo site; every value can be set from the environment.
+
+- ``BIND``: addresses to listen on, comma-separated; wins over ``PORT``.
+- ``PORT``: listen on 0.0.0.0:$PORT, as platforms that set PORT expect. With
+  neither, 127.0.0.1:8000 (the demo's ``make run``).
+- ``WEB_CONCURRENCY``: worker processes (2); ``GUNICORN_THREADS``: threads per
+  worker (1, the sync worker).
+- ``FORWARDED_ALLOW_IPS``: peers whose X-Forwarded-* headers gunicorn trusts.
+- ``SSL_CERTFILE``, ``SSL_KEYFILE``: terminate TLS in gunicorn; each connection's
+  SNI name then reaches hostguard as ``environ["hostguard.sni"]``.
+"""
 
 import os
 
-_port = os.environ.get("PORT", "8000")
-bind = os.environ.get("BIND", f"127.0.0.1:{_port}").split(",")
+if "BIND" in os.environ:
+    bind = [address.strip() for address in os.environ["BIND"].split(",") if address.strip()]
+elif "PORT" in os.environ:
+    bind = [f"0.0.0.0:{os.environ['PORT']}"]
+else:
+    bind = ["127.0.0.1:8000"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 accesslog = "-"
@@ -11,3 +25,24 @@ errorlog = "-"
 # Trust X-Forwarded-* (scheme, for SECURE_PROXY_SSL_HEADER) only from these peers.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "10"))
+
+if os.environ.get("SSL_CERTFILE"):
+    certfile = os.environ["SSL_CERTFILE"]
+    keyfile = os.environ.get("SSL_KEYFILE") or None
+
+
+def ssl_context(config, default_ssl_context_factory):
+    """gunicorn's TLS context, plus a callback that records each connection's SNI name."""
+    from hostguard.sni import record_sni
+
+    context = default_ssl_context_factory()
+    context.sni_callback = record_sni
+    return context
+
+
+def post_worker_init(worker):
+    """Hand the SNI name record_sni saw to hostguard as environ["hostguard.sni"]."""
+    if worker.cfg.is_ssl:
+        from hostguard.sni import wsgi_with_sni
+
+        worker.wsgi = wsgi_with_sni(worker.wsgi)

@@ -1,3 +1,5 @@
+import os
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -14,6 +16,19 @@ def home(request: HttpRequest) -> HttpResponse:
 def whoami(request: HttpRequest) -> JsonResponse:
     tenant = getattr(request, "tenant", None)
     return JsonResponse({"tenant": tenant.slug if tenant else None, "deployment": settings.HOSTGUARD_DEPLOYMENT})
+
+
+def ping(request: HttpRequest) -> JsonResponse:
+    """Who answered, from hostguard's decision alone: no database query, even for the tenant."""
+    decision = getattr(request, "hostguard", None)
+    return JsonResponse(
+        {
+            "ok": True,
+            "tenant": (decision.tenant_slug or None) if decision is not None else None,
+            "deployment": settings.HOSTGUARD_DEPLOYMENT,
+            "pid": os.getpid(),
+        }
+    )
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

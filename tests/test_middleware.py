@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_started
+from django.db import close_old_connections
 from django.http import HttpResponse
 from django.test import Client, override_settings
 
@@ -307,7 +309,13 @@ class TestAsync:
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        async_to_sync(ASGIHandler())(scope, receive, send)
+        # As Django's test clients do: the handler would otherwise close the test's
+        # connection (inside its transaction) at request start, which PostgreSQL notices.
+        request_started.disconnect(close_old_connections)
+        try:
+            async_to_sync(ASGIHandler())(scope, receive, send)
+        finally:
+            request_started.connect(close_old_connections)
         start = sent[0]
         body = b"".join(m.get("body", b"") for m in sent[1:])
         response = HttpResponse(body, status=start["status"])

@@ -11,6 +11,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_started
+from django.db import close_old_connections
 from django.test import Client, override_settings
 
 from hostguard.conf import derived
@@ -136,7 +138,13 @@ def asgi_status(host: str, sni: str, peer: str = "10.9.9.9") -> int:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    async_to_sync(ASGIHandler())(scope, receive, send)
+    # As Django's test clients do: the handler would otherwise close the test's
+    # connection (inside its transaction) at request start, which PostgreSQL notices.
+    request_started.disconnect(close_old_connections)
+    try:
+        async_to_sync(ASGIHandler())(scope, receive, send)
+    finally:
+        request_started.connect(close_old_connections)
     return int(sent[0]["status"])
 
 

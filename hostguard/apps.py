@@ -25,6 +25,15 @@ class HostGuardConfig(AppConfig):
             post_delete.connect(
                 policy_changed, sender=model, dispatch_uid=f"hostguard.delete.{model.__name__}", weak=False
             )
-        checks.register(hostguard_checks.check_deployment)
-        checks.register(hostguard_checks.check_middleware)
-        checks.register(hostguard_checks.check_allowed_hosts)
+        for check in (
+            hostguard_checks.check_deployment,
+            hostguard_checks.check_middleware,
+            hostguard_checks.check_allowed_hosts,
+            hostguard_checks.check_templates,
+            hostguard_checks.check_setting_names,
+            hostguard_checks.check_setting_types,
+        ):
+            checks.register(check, "hostguard")
+        # Run by `manage.py check --database default`: they query the database.
+        checks.register(hostguard_checks.check_migrations, "hostguard", checks.Tags.database)
+        checks.register(hostguard_checks.check_deployment_exists, "hostguard", checks.Tags.database)

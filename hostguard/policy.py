@@ -327,6 +327,8 @@ class Policy:
 
     def _fallback_text(self) -> str:
         if self._snapshot is None:
+            if _tables_missing(conf.DATABASE):
+                return NOT_MIGRATED
             return "no policy loaded yet: answering 503 until the database is reachable"
         return "serving the last good policy (version %d)" % self._snapshot.version
 
@@ -335,7 +337,8 @@ class Policy:
         now = time.monotonic()
         if now - self._last_warning >= conf.REFRESH_SECONDS:
             self._last_warning = now
-            logger.warning(message, *args, exc_info=True)
+            # A missing table needs `migrate`, not a traceback.
+            logger.warning(message, *args, exc_info=NOT_MIGRATED not in args)
 
     # --- writes ---------------------------------------------------------------------
 
@@ -410,6 +413,21 @@ def bump_version(using: str) -> None:
     stamps = PolicyStamp.objects.using(using).filter(pk=1)
     if not stamps.update(version=F("version") + 1, changed_at=timezone.now()):
         PolicyStamp.objects.using(using).get_or_create(pk=1, defaults={"version": 1, "changed_at": timezone.now()})
+
+
+NOT_MIGRATED = "its tables do not exist: run `python manage.py migrate`; answering 503 until then"
+
+
+def _tables_missing(using: str) -> bool:
+    """Whether hostguard's tables are absent (not migrated), as opposed to the database failing."""
+    from hostguard.models import Authority
+
+    try:
+        connection = connections[using]
+        with connection.cursor() as cursor:
+            return Authority._meta.db_table not in connection.introspection.table_names(cursor)
+    except Exception:
+        return False
 
 
 def _close_connection(using: str) -> None:

@@ -1,0 +1,704 @@
+"""Support for end-to-end tests: real gunicorn processes, real databases, raw HTTP bytes.
+
+Not a test module. A test builds a :class:`Site` (a fresh database plus the
+environment every process of the demo site reads), loads data into it, and starts
+one or more :class:`Server` processes against it::
+
+    with Site(tmp_path, deployment="eu-1") as site:
+        site.load(DATA)
+        with site.server(workers=2) as server:
+            response = raw_request(server.port, http_request("GET", "/", host="acme.example"))
+
+or, once per test module, through :func:`server_fixture`. Everything talks to
+127.0.0.1 only, every wait is bounded, and every process started here runs in its
+own process group that :meth:`Server.stop` terminates (SIGTERM, then SIGKILL).
+
+The database is a SQLite file in a temporary directory by default; pass a
+``database_url`` (``postgres://…``, see :func:`postgres_database`) to share one
+PostgreSQL database between several servers, e.g. one per deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pytest
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+
+#: The access log line :class:`Server` asks gunicorn for: worker pid, status, request line.
+ACCESS_LOG_FORMAT = 'hostguard-e2e %(p)s %(s)s "%(r)s"'
+_ACCESS_LINE = re.compile(r'^hostguard-e2e <(\d+)> (\d{3}) "(.*)"$')
+
+#: Environment variables of the calling process that must not leak into the site's.
+_SCRUBBED_PREFIXES = ("DJANGO_", "HOSTGUARD_", "GUNICORN_")
+_SCRUBBED = {"DATABASE_URL", "CACHE_URL", "DEBUG", "SECRET_KEY", "BIND", "PORT", "WEB_CONCURRENCY"}
+
+
+class E2EError(RuntimeError):
+    """A helper process failed; the message carries its output."""
+
+
+class _PortTaken(E2EError):
+    """Someone bound the port between :func:`free_port` and gunicorn (gunicorn would retry for 5 s)."""
+
+
+_PORT_TAKEN = "Connection in use"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    The port is free when this returns; a process that binds it a moment later
+    can still lose a race, which :meth:`Server.start` handles by retrying.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+# --- raw HTTP ------------------------------------------------------------------------
+
+
+def http_request(
+    method: str = "GET",
+    target: str = "/",
+    *,
+    host: str | bytes | None = "127.0.0.1",
+    headers: Sequence[tuple[str, str | bytes]] = (),
+    body: bytes = b"",
+    version: str = "HTTP/1.1",
+    close: bool = True,
+) -> bytes:
+    """The exact bytes of a request. ``host=None`` sends no Host header at all.
+
+    ``host`` may be ``bytes`` to send raw UTF-8 or control characters. A body gets a
+    Content-Length; ``close`` adds ``Connection: close`` so the server ends the
+    connection after answering.
+    """
+    lines = [f"{method} {target} {version}".encode("latin-1")]
+    if host is not None:
+        lines.append(b"Host: " + (host if isinstance(host, bytes) else host.encode("latin-1")))
+    for name, value in headers:
+        lines.append(name.encode("latin-1") + b": " + (value if isinstance(value, bytes) else value.encode("latin-1")))
+    if body:
+        lines.append(b"Content-Length: %d" % len(body))
+    if close:
+        lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+@dataclass
+class Response:
+    """A response as read off the wire."""
+
+    version: str
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    #: Bytes the server sent after the framed body (or after the headers of a HEAD
+    #: response) before it closed the connection: normally none.
+    trailing: bytes = b""
+    raw_head: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or ``None``."""
+        values = self.header_values(name)
+        return values[0] if values else None
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (case-insensitive), in order."""
+        wanted = name.lower()
+        return [value for key, value in self.headers if key.lower() == wanted]
+
+    def has_header(self, name: str) -> bool:
+        return bool(self.header_values(name))
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def __str__(self) -> str:
+        head = self.raw_head.decode("latin-1")
+        return f"{head}{self.text[:500]}"
+
+
+class IncompleteResponse(ConnectionError):
+    """The server closed the connection or went silent before a whole response."""
+
+    def __init__(self, message: str, received: bytes) -> None:
+        super().__init__(f"{message}; received {received[:300]!r}")
+        self.received = received
+
+
+class _Reader:
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.buffer = b""
+        self.received = b""
+        self.eof = False
+
+    def _fill(self, timeout: float | None = None) -> bool:
+        """Read more bytes; ``False`` at EOF. Raises TimeoutError at the deadline."""
+        if self.eof:
+            return False
+        remaining = self.deadline - time.monotonic()
+        if timeout is not None:
+            remaining = min(remaining, timeout)
+        if remaining <= 0:
+            raise TimeoutError
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.buffer += chunk
+        self.received += chunk
+        return True
+
+    def until(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            if not self._fill():
+                raise IncompleteResponse(f"connection closed before {marker!r}", self.received)
+        data, _, self.buffer = self.buffer.partition(marker)
+        return data
+
+    def exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill():
+                raise IncompleteResponse(f"connection closed {size - len(self.buffer)} bytes short", self.received)
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def rest(self, timeout: float | None = None) -> bytes:
+        """Everything until EOF, or until ``timeout`` passes with nothing new."""
+        with suppress(TimeoutError):
+            while self._fill(timeout):
+                pass
+        data, self.buffer = self.buffer, b""
+        return data
+
+
+def _read_response(reader: _Reader, method: str, linger: float) -> Response:
+    while True:
+        try:
+            head = reader.until(b"\r\n\r\n")
+        except TimeoutError:
+            raise IncompleteResponse("no complete response head before the timeout", reader.received) from None
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        match = re.fullmatch(r"(HTTP/\d\.\d) (\d{3})(?: (.*))?", status_line)
+        if match is None:
+            raise IncompleteResponse(f"not an HTTP status line: {status_line!r}", reader.received)
+        status = int(match.group(2))
+        headers = []
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        if not 100 <= status < 200 or status == 101:
+            break
+    response = Response(match.group(1), status, match.group(3) or "", headers, b"", raw_head=head + b"\r\n\r\n")
+    try:
+        if method == "HEAD" or status in (101, 204, 304):
+            # Nothing may follow; wait briefly to catch a server that sends a body anyway.
+            response.trailing = reader.rest(timeout=linger)
+            return response
+        if "chunked" in (response.header("Transfer-Encoding") or "").lower():
+            response.body = _read_chunked(reader)
+        elif response.header("Content-Length") is not None:
+            response.body = reader.exactly(int(response.header("Content-Length") or 0))
+        else:
+            response.body = reader.rest()
+            if not reader.eof:
+                raise IncompleteResponse("body without framing did not end before the timeout", reader.received)
+            return response
+    except TimeoutError:
+        raise IncompleteResponse("the body did not arrive before the timeout", reader.received) from None
+    if (response.header("Connection") or "").lower() == "close":
+        response.trailing = reader.rest(timeout=linger)
+    return response
+
+
+def _read_chunked(reader: _Reader) -> bytes:
+    body = b""
+    while True:
+        size_line = reader.until(b"\r\n").split(b";", 1)[0].strip()
+        size = int(size_line, 16)
+        if size == 0:
+            # Trailer fields, then the empty line.
+            while reader.until(b"\r\n"):
+                pass
+            return body
+        body += reader.exactly(size)
+        reader.exactly(2)
+
+
+def _method_of(data: bytes) -> str:
+    return data.split(b" ", 1)[0].decode("latin-1")
+
+
+def raw_request(port: int, data: bytes, timeout: float = 5.0, *, host: str = LOOPBACK, linger: float = 0.3) -> Response:
+    """Send ``data`` exactly as given to ``host:port`` and read one response.
+
+    The body is read by its framing (Content-Length, chunked, or until the server
+    closes). A HEAD response (and 204/304) has no body: the reader waits at most
+    ``linger`` seconds for stray bytes and keeps them in :attr:`Response.trailing`.
+    Raises :class:`IncompleteResponse` if no whole response arrives within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return _read_response(_Reader(sock, deadline), _method_of(data), linger)
+
+
+def concurrent_requests(
+    port: int, requests: Sequence[bytes], timeout: float = 5.0, *, hold: float = 0.15, linger: float = 0.3
+) -> list[Response]:
+    """Send ``requests`` on as many connections held open at once, then read them all.
+
+    Every connection first gets its request minus the final byte and is held for
+    ``hold`` seconds: a gunicorn sync worker that accepted one blocks reading it,
+    so with as many requests as workers each worker answers exactly one. That is how
+    a test reaches every worker instead of hoping the kernel spreads connections.
+    (A threaded worker holds several connections: there it only spreads them.)
+    """
+    deadline = time.monotonic() + timeout
+    sockets: list[socket.socket] = []
+    try:
+        for data in requests:
+            sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+            sockets.append(sock)
+            sock.sendall(data[:-1])
+        time.sleep(hold)
+        for sock, data in zip(sockets, requests, strict=True):
+            sock.sendall(data[-1:])
+        return [
+            _read_response(_Reader(sock, deadline), _method_of(data), linger)
+            for sock, data in zip(sockets, requests, strict=True)
+        ]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+# --- sites and servers ----------------------------------------------------------------
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return text[-limit:]
+
+
+@dataclass
+class Site:
+    """A fresh database and the environment the demo site's processes read.
+
+    ``directory`` holds the SQLite file (unless ``database_url`` is given), the
+    data files and the servers' logs. ``migrate()`` runs on entering the context
+    manager (or call it yourself).
+    """
+
+    directory: Path
+    database_url: str | None = None
+    deployment: str = "eu-1"
+    refresh_seconds: float = 2.0
+    always_allow: Sequence[str] = ("localhost", "127.0.0.1")
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    servers: list[Server] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.directory / 'db.sqlite3'}"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The environment for a process of this site; ``overrides`` win."""
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in _SCRUBBED and not key.startswith(_SCRUBBED_PREFIXES)
+        }
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "project.settings",
+                "DATABASE_URL": str(self.database_url),
+                "HOSTGUARD_DEPLOYMENT": self.deployment,
+                "HOSTGUARD_REFRESH_SECONDS": str(self.refresh_seconds),
+                "HOSTGUARD_ALWAYS_ALLOW": ",".join(self.always_allow),
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        )
+        env.update(self.extra_env)
+        env.update(overrides)
+        return env
+
+    def run(self, args: Sequence[str], *, timeout: float = 60, env: Mapping[str, str] | None = None) -> str:
+        """Run ``python *args`` in the project directory; return stdout, raise with stderr."""
+        command = [sys.executable, *args]
+        try:
+            done = subprocess.run(
+                command,
+                cwd=BASE_DIR,
+                env=dict(env) if env is not None else self.env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise E2EError(f"{command[1:3]} did not finish within {timeout} s: {exc.stderr!r}") from None
+        if done.returncode != 0:
+            raise E2EError(
+                f"{' '.join(command[1:3])}… exited with {done.returncode}\n"
+                f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+            )
+        return done.stdout
+
+    def manage(self, *args: str, timeout: float = 60) -> str:
+        """``manage.py *args`` against this site's database; returns stdout."""
+        return self.run(["manage.py", *args], timeout=timeout)
+
+    def python(self, code: str, *args: str, timeout: float = 60) -> str:
+        """Run ``code`` in a new process after ``django.setup()``; ``sys.argv[1:]`` is ``args``."""
+        return self.run(["-c", "import django\ndjango.setup()\n" + code, *args], timeout=timeout)
+
+    def migrate(self) -> None:
+        self.manage("migrate", "--noinput", "-v", "0")
+
+    def load(self, data: Mapping[str, Any]) -> None:
+        """Load tenants and their authorities (the ``hostguard_import`` JSON format)."""
+        path = self.directory / f"data-{time.monotonic_ns()}.json"
+        path.write_text(json.dumps(data, indent=2))
+        if (BASE_DIR / "hostguard" / "management" / "commands" / "hostguard_import.py").exists():
+            self.manage("hostguard_import", str(path))
+        else:
+            self.python(_ORM_LOADER, str(path))
+
+    def server(self, **kwargs: Any) -> Server:
+        """A :class:`Server` for this site, stopped when the site is."""
+        server = Server(self, **kwargs)
+        self.servers.append(server)
+        return server
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def __enter__(self) -> Site:
+        self.migrate()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+_ORM_LOADER = """
+import json, sys
+from django.db import transaction
+from hostguard.hosts import parse_authority
+from hostguard.models import Authority, Deployment, Tenant
+from hostguard.policy import policy
+
+data = json.load(open(sys.argv[1]))
+with transaction.atomic(), policy.batch():
+    for item in data.get("deployments", []):
+        Deployment.objects.get_or_create(name=item["name"], defaults={"description": item.get("description", "")})
+    for item in data.get("tenants", []):
+        deployment, _ = Deployment.objects.get_or_create(name=item["deployment"])
+        tenant = Tenant.objects.create(
+            slug=item["slug"], name=item.get("name", item["slug"]), deployment=deployment,
+            is_active=item.get("active", True),
+        )
+        for entry in item.get("authorities", []):
+            entry = {"authority": entry} if isinstance(entry, str) else entry
+            spec = parse_authority(entry["authority"])
+            Authority.objects.create(
+                tenant=tenant, host=spec.host, port=spec.port, scheme=spec.scheme,
+                is_active=entry.get("active", True), note=entry.get("note", ""),
+            )
+"""
+
+
+def change_in_other_process(site: Site, code: str, *args: str) -> str:
+    """Run ORM ``code`` in a separate Python process against ``site``'s database.
+
+    This is the write a server's workers did not make themselves: they can only
+    learn of it through the database, as from another host or the admin.
+    ``Authority``, ``Deployment``, ``Tenant`` and ``policy`` are already imported.
+    """
+    preamble = "from hostguard.models import Authority, Deployment, Tenant\nfrom hostguard.policy import policy\n"
+    return site.python(preamble + code, *args)
+
+
+class Server:
+    """``gunicorn -c project/gunicorn.conf.py project.wsgi`` on a free loopback port.
+
+    Runs in its own process group; stdout (the access log) and stderr (gunicorn's
+    error log and hostguard's logs) go to files in the site's directory.
+    """
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        workers: int = 2,
+        threads: int = 1,
+        deployment: str | None = None,
+        env: Mapping[str, str] | None = None,
+        startup_timeout: float = 20.0,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        self.site = site
+        self.workers = workers
+        self.threads = threads
+        self.deployment = deployment or site.deployment
+        self.extra_env = dict(env or {})
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stdout_path = self.stderr_path = Path()
+
+    def start(self) -> Server:
+        """Start gunicorn and return once every worker has answered a request."""
+        for attempt in range(3):
+            self.port = free_port()
+            try:
+                self._spawn(attempt)
+                self._wait_until_answering()
+                self.wait_for_workers()
+                return self
+            except _PortTaken:
+                # Still retrying its bind, so nothing to drain.
+                self.stop(graceful=False)
+            except BaseException:
+                self.stop()
+                raise
+        raise E2EError("another process took the free port three times in a row")
+
+    def _spawn(self, attempt: int) -> None:
+        name = f"gunicorn-{self.deployment}-{self.port}-{attempt}"
+        self.stdout_path = self.site.directory / f"{name}.out"
+        self.stderr_path = self.site.directory / f"{name}.err"
+        env = self.site.env(
+            HOSTGUARD_DEPLOYMENT=self.deployment,
+            BIND=f"{LOOPBACK}:{self.port}",
+            WEB_CONCURRENCY=str(self.workers),
+            GUNICORN_THREADS=str(self.threads),
+            GRACEFUL_TIMEOUT="2",
+            **self.extra_env,
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "project/gunicorn.conf.py",
+            "--access-logformat",
+            ACCESS_LOG_FORMAT,
+            # The default control socket is one path per user: parallel servers (and a
+            # developer's `make run`) would fight over it.
+            "--no-control-socket",
+            "project.wsgi",
+        ]
+        with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                command,
+                cwd=BASE_DIR,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+
+    def _fail(self, message: str) -> E2EError:
+        return E2EError(f"{message}\n--- gunicorn stderr (tail)\n{self.stderr()}")
+
+    def _wait_until_answering(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        probe = http_request("GET", "/healthz")
+        while True:
+            assert self.process is not None
+            if _PORT_TAKEN in self.stderr():
+                raise _PortTaken(self.port)
+            if self.process.poll() is not None:
+                raise self._fail(f"gunicorn exited with {self.process.returncode} while starting")
+            with suppress(OSError):
+                if raw_request(self.port, probe, timeout=1).status == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise self._fail(f"gunicorn did not answer /healthz within {self.startup_timeout} s")
+            time.sleep(0.05)
+
+    def wait_for_workers(self, timeout: float | None = None) -> set[int]:
+        """Return once every worker has answered a request; the pids that did."""
+        deadline = time.monotonic() + (timeout or self.startup_timeout)
+        probe = http_request("GET", "/healthz")
+        while True:
+            # Sync workers are reached one connection each; threaded ones only likely so.
+            concurrent_requests(self.port, [probe] * (self.workers * self.threads))
+            pids = {entry.pid for entry in self.access_log()}
+            if len(pids) >= self.workers:
+                return pids
+            if time.monotonic() > deadline:
+                raise self._fail(f"only {len(pids)} of {self.workers} workers answered")
+
+    def request(self, data: bytes, timeout: float = 5.0) -> Response:
+        """:func:`raw_request` to this server."""
+        return raw_request(self.port, data, timeout)
+
+    def access_log(self) -> list[AccessEntry]:
+        """Every request gunicorn logged so far, with the pid of the worker that answered."""
+        entries = []
+        for line in _tail(self.stdout_path, limit=10_000_000).splitlines():
+            match = _ACCESS_LINE.match(line)
+            if match:
+                entries.append(AccessEntry(int(match.group(1)), int(match.group(2)), match.group(3)))
+        return entries
+
+    def stderr(self, limit: int = 4000) -> str:
+        """The tail of what the server wrote to stderr (error log, tracebacks)."""
+        return _tail(self.stderr_path, limit)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM the process group, wait, then SIGKILL whatever is left. Idempotent."""
+        process = self.process
+        if process is None:
+            return
+        self.process = None
+        signals = (signal.SIGTERM, signal.SIGKILL) if graceful else (signal.SIGKILL,)
+        for sig in signals:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout=self.stop_timeout)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Workers orphaned by a master that died first are still in the group.
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def __enter__(self) -> Server:
+        if self.process is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class AccessEntry:
+    pid: int
+    status: int
+    request_line: str
+
+
+@contextmanager
+def serve(
+    directory: Path,
+    data: Mapping[str, Any] | None = None,
+    *,
+    database_url: str | None = None,
+    site_options: Mapping[str, Any] | None = None,
+    **server_options: Any,
+) -> Iterator[Server]:
+    """A migrated :class:`Site` with ``data`` loaded and one running :class:`Server`."""
+    with Site(directory, database_url=database_url, **dict(site_options or {})) as site:
+        if data:
+            site.load(data)
+        with site.server(**server_options) as server:
+            yield server
+
+
+def server_fixture(
+    data: Mapping[str, Any] | None = None,
+    *,
+    scope: str = "module",
+    name: str | None = None,
+    site_options: Mapping[str, Any] | None = None,
+    **server_options: Any,
+) -> Any:
+    """A pytest fixture yielding a running :class:`Server`; assign it in a test module::
+
+    server = e2e.server_fixture(DATA, site_options={"deployment": "eu-1"}, workers=2)
+    """
+
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+        directory = tmp_path_factory.mktemp("e2e")
+        try:
+            with serve(directory, data, site_options=site_options, **server_options) as server:
+                yield server
+        finally:
+            with suppress(OSError):
+                shutil.rmtree(directory)
+
+    return pytest.fixture(scope=scope, name=name)(fixture)  # type: ignore[call-overload]
+
+
+@contextmanager
+def postgres_database(
+    base_url: str = "postgres://postgres@127.0.0.1:5432/postgres", prefix: str = "hostguard_e2e"
+) -> Iterator[str]:
+    """Create an empty PostgreSQL database, yield its URL, drop it afterwards.
+
+    ``base_url`` names a database to connect to for CREATE/DROP DATABASE.
+    """
+    import psycopg
+
+    name = f"{prefix}_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+    with psycopg.connect(base_url.replace("postgres://", "postgresql://", 1), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield base_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(base_url.replace("postgres://", "postgresql://", 1), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> float | None:
+    """Poll ``predicate`` until it holds; the seconds it took, or ``None`` at ``timeout``."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            return None
+        time.sleep(interval)

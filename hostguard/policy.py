@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -235,6 +236,7 @@ class Policy:
         self._poller: threading.Thread | None = None
         self._last_attempt = float("-inf")
         self._last_warning = float("-inf")
+        self._failing = False
         self._local = threading.local()
 
     # --- the request path ---------------------------------------------------------
@@ -269,7 +271,7 @@ class Policy:
                 self._rebuild()
             except Exception:
                 self._stale = False
-                self._warn("hostguard could not load its policy; %s", self._fallback_text())
+                self._warn("hostguard could not load its policy; %s")
             if self._poller is None:
                 self._start_poller()
             return self._snapshot
@@ -289,6 +291,7 @@ class Policy:
             _close_connection(conf.DATABASE)
             raise
         self._snapshot = snapshot
+        self._reachable()
         return snapshot
 
     def check(self) -> bool:
@@ -301,6 +304,7 @@ class Policy:
             except Exception:
                 _close_connection(using)
                 raise
+            self._reachable()
             if version == current.version:
                 return False
         with self._lock:
@@ -315,7 +319,7 @@ class Policy:
                 if self.check():
                     logger.info("hostguard policy reloaded: %d authorities", self.size)
             except Exception:
-                self._warn("hostguard could not refresh its policy; %s", self._fallback_text())
+                self._warn("hostguard could not refresh its policy; %s")
 
     def _start_poller(self) -> None:
         with _POLLER_LOCK:
@@ -332,13 +336,35 @@ class Policy:
             return "no policy loaded yet: answering 503 until the database is reachable"
         return "serving the last good policy (version %d)" % self._snapshot.version
 
-    def _warn(self, message: str, *args: Any) -> None:
-        # One warning per refresh interval, not one per request.
+    def _warn(self, message: str) -> None:
+        """Log a failure to reach the database: ``message`` gets the fallback text."""
+        # One warning per refresh interval, not one per request, and the traceback
+        # only with the first of an outage: an hour without the database must not
+        # bury the log in identical tracebacks. The fallback text is worked out only
+        # when logging, as it may ask the database whether the tables exist.
+        first = not self._failing
+        self._failing = True
         now = time.monotonic()
-        if now - self._last_warning >= conf.REFRESH_SECONDS:
-            self._last_warning = now
+        if now - self._last_warning < conf.REFRESH_SECONDS:
+            return
+        self._last_warning = now
+        fallback = self._fallback_text()
+        if fallback == NOT_MIGRATED:
             # A missing table needs `migrate`, not a traceback.
-            logger.warning(message, *args, exc_info=NOT_MIGRATED not in args)
+            logger.warning(message, fallback)
+        elif first:
+            logger.warning(message, fallback, exc_info=True)
+        else:
+            logger.warning(message + " (still failing: %s)", fallback, _gist(sys.exc_info()[1]))
+
+    def _reachable(self) -> None:
+        if self._failing:
+            self._failing = False
+            self._last_warning = float("-inf")
+            logger.info("hostguard reached its database again; policy version %d", self._snapshot_version())
+
+    def _snapshot_version(self) -> int:
+        return self._snapshot.version if self._snapshot is not None else 0
 
     # --- writes ---------------------------------------------------------------------
 
@@ -386,6 +412,7 @@ class Policy:
             self._stale = False
             self._last_attempt = float("-inf")
             self._last_warning = float("-inf")
+            self._failing = False
 
     def _after_fork(self) -> None:
         # Threads do not survive fork(): a forked worker starts its own poller.
@@ -428,6 +455,12 @@ def _tables_missing(using: str) -> bool:
             return Authority._meta.db_table not in connection.introspection.table_names(cursor)
     except Exception:
         return False
+
+
+def _gist(error: BaseException | None) -> str:
+    """The first line of an error's message (database errors run to several lines)."""
+    text = str(error).strip() if error is not None else ""
+    return text.splitlines()[0] if text else repr(error)
 
 
 def _close_connection(using: str) -> None:

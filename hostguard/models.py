@@ -40,10 +40,11 @@ class PolicyQuerySet(models.QuerySet[Any]):
         return created
 
     def bulk_update(self, objs: Any, *args: Any, **kwargs: Any) -> int:
-        count = super().bulk_update(objs, *args, **kwargs)
-        if count:
-            _policy_changed(self.db)
-        return count
+        from hostguard.policy import policy
+
+        # Django's bulk_update calls update() once per batch: bump the stamp once.
+        with policy.batch():
+            return super().bulk_update(objs, *args, **kwargs)
 
 
 class Deployment(models.Model):
@@ -179,6 +180,11 @@ class Authority(models.Model):
         except InvalidHost as exc:
             raise ValidationError({"host": exc.message}, code="invalid") from None
         self.scheme = (self.scheme or "").lower()
+
+    def clean_fields(self, exclude: Any = None) -> None:
+        # Field validation checks scheme choices, so fold "HTTP" before it runs.
+        self.scheme = (self.scheme or "").lower()
+        super().clean_fields(exclude=exclude)
 
     def clean(self) -> None:
         self.normalise()

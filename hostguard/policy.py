@@ -30,7 +30,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from hostguard.conf import conf
-from hostguard.hosts import format_authority
+from hostguard.hosts import format_authority, is_ip
 
 logger = logging.getLogger("hostguard.policy")
 
@@ -130,7 +130,7 @@ class Snapshot:
         entries = self.exact.get(host)
         if entries:
             yield entries
-        if not self.wildcards or host.startswith("["):
+        if not self.wildcards or is_ip(host):
             return
         dot = host.find(".")
         while dot >= 0:

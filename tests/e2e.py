@@ -392,14 +392,11 @@ class Site:
     def migrate(self) -> None:
         self.manage("migrate", "--noinput", "-v", "0")
 
-    def load(self, data: Mapping[str, Any]) -> None:
-        """Load tenants and their authorities (the ``hostguard_import`` JSON format)."""
+    def load(self, data: Mapping[str, Any], *, prune: bool = False) -> str:
+        """Create or update tenants and authorities with ``hostguard_import`` (its JSON format)."""
         path = self.directory / f"data-{time.monotonic_ns()}.json"
         path.write_text(json.dumps(data, indent=2))
-        if (BASE_DIR / "hostguard" / "management" / "commands" / "hostguard_import.py").exists():
-            self.manage("hostguard_import", str(path))
-        else:
-            self.python(_ORM_LOADER, str(path))
+        return self.manage("hostguard_import", str(path), *(["--prune"] if prune else []))
 
     def server(self, **kwargs: Any) -> Server:
         """A :class:`Server` for this site, stopped when the site is."""
@@ -419,33 +416,6 @@ class Site:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-_ORM_LOADER = """
-import json, sys
-from django.db import transaction
-from hostguard.hosts import parse_authority
-from hostguard.models import Authority, Deployment, Tenant
-from hostguard.policy import policy
-
-data = json.load(open(sys.argv[1]))
-with transaction.atomic(), policy.batch():
-    for item in data.get("deployments", []):
-        Deployment.objects.get_or_create(name=item["name"], defaults={"description": item.get("description", "")})
-    for item in data.get("tenants", []):
-        deployment, _ = Deployment.objects.get_or_create(name=item["deployment"])
-        tenant = Tenant.objects.create(
-            slug=item["slug"], name=item.get("name", item["slug"]), deployment=deployment,
-            is_active=item.get("active", True),
-        )
-        for entry in item.get("authorities", []):
-            entry = {"authority": entry} if isinstance(entry, str) else entry
-            spec = parse_authority(entry["authority"])
-            Authority.objects.create(
-                tenant=tenant, host=spec.host, port=spec.port, scheme=spec.scheme,
-                is_active=entry.get("active", True), note=entry.get("note", ""),
-            )
-"""
 
 
 def change_in_other_process(site: Site, code: str, *args: str) -> str:

@@ -116,6 +116,10 @@ def unavailable(request: HttpRequest, retry_after: int) -> HttpResponse:
         request, 503, "hostguard/503.html", UNAVAILABLE_TITLE, UNAVAILABLE_DETAIL, "service_unavailable"
     )
     response["Retry-After"] = str(retry_after)
+    # hostguard.policy already warns once per refresh interval; Django's own
+    # "Service Unavailable" line would be an ERROR per request, mailed to ADMINS
+    # for the whole length of a database outage.
+    response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 

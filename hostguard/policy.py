@@ -447,9 +447,9 @@ NOT_MIGRATED = "its tables do not exist: run `python manage.py migrate`; answeri
 
 def _tables_missing(using: str) -> bool:
     """Whether hostguard's tables are absent (not migrated), as opposed to the database failing."""
-    from hostguard.models import Authority
-
     try:
+        from hostguard.models import Authority
+
         connection = connections[using]
         with connection.cursor() as cursor:
             return Authority._meta.db_table not in connection.introspection.table_names(cursor)

@@ -491,3 +491,17 @@ def test_an_unmigrated_database_answers_503_and_logs_how_to_fix_it(tmp_path: Pat
         result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+def test_middleware_without_the_app_installed_fails_at_startup_with_the_fix(tmp_path: Path) -> None:
+    # Without "hostguard" in INSTALLED_APPS none of these checks runs: the middleware itself says so.
+    (tmp_path / "no_app_settings.py").write_text(
+        "from project.settings import *  # noqa\n"
+        "INSTALLED_APPS = [app for app in INSTALLED_APPS if app != 'hostguard']\n"
+    )
+    env = site_environment(tmp_path, DJANGO_SETTINGS_MODULE="no_app_settings", PYTHONPATH=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", RUNTIME_PROBE], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: HostGuardMiddleware needs 'hostguard' in INSTALLED_APPS." in result.stderr

@@ -22,6 +22,12 @@ DEFAULTS: dict[str, Any] = {
     "HOSTGUARD_JSON_PATHS": [],
     "HOSTGUARD_REFRESH_SECONDS": 2.0,
     "HOSTGUARD_DATABASE": "default",
+    "HOSTGUARD_MODE": "enforce",
+    "HOSTGUARD_AUDIT": True,
+    "HOSTGUARD_AUDIT_FLUSH_SECONDS": 1.0,
+    "HOSTGUARD_AUDIT_MAX_KEYS": 1000,
+    "HOSTGUARD_AUDIT_WINDOW_SECONDS": 60,
+    "HOSTGUARD_AUDIT_RETENTION_DAYS": 30,
     "HOSTGUARD_SNI_HEADER": None,
     "HOSTGUARD_TRUSTED_PROXIES": [],
 }
@@ -57,6 +63,31 @@ class Settings:
     @property
     def DATABASE(self) -> str:
         return str(self._get("HOSTGUARD_DATABASE"))
+
+    @property
+    def MODE(self) -> str:
+        """``"enforce"`` (refuse) or ``"report"`` (record and log, but let through)."""
+        return str(self._get("HOSTGUARD_MODE")).strip().lower()
+
+    @property
+    def AUDIT(self) -> bool:
+        return bool(self._get("HOSTGUARD_AUDIT"))
+
+    @property
+    def AUDIT_FLUSH_SECONDS(self) -> float:
+        return max(0.05, float(self._get("HOSTGUARD_AUDIT_FLUSH_SECONDS")))
+
+    @property
+    def AUDIT_MAX_KEYS(self) -> int:
+        return max(1, int(self._get("HOSTGUARD_AUDIT_MAX_KEYS")))
+
+    @property
+    def AUDIT_WINDOW_SECONDS(self) -> int:
+        return max(1, int(self._get("HOSTGUARD_AUDIT_WINDOW_SECONDS")))
+
+    @property
+    def AUDIT_RETENTION_DAYS(self) -> int:
+        return max(0, int(self._get("HOSTGUARD_AUDIT_RETENTION_DAYS")))
 
     @property
     def SNI_HEADER(self) -> str | None:
@@ -104,6 +135,10 @@ class Derived:
     @cached_property
     def deployment(self) -> str | None:
         return conf.DEPLOYMENT
+
+    @cached_property
+    def report_mode(self) -> bool:
+        return conf.MODE == "report"
 
     @cached_property
     def trust_forwarded_host(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -12,7 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject
 
-from hostguard import responses, sni
+from hostguard import audit, responses, signals, sni
 from hostguard.conf import always_allowed, conf, derived
 from hostguard.hosts import DEFAULT_PORTS, HostPort, MalformedHost, parse_host_header
 from hostguard.policy import ALLOW, EXEMPT, MALFORMED, MALFORMED_HOST, Decision, Snapshot, policy
@@ -43,6 +44,7 @@ class HostGuardMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         response = self.gate(request, policy.current)
+        signals.send_host_mismatch(type(self), request)
         if response is not None:
             return response
         return self.get_response(request)
@@ -52,6 +54,7 @@ class HostGuardMiddleware:
         if snapshot is None:
             snapshot = await sync_to_async(policy.current)()
         response = self.gate(request, lambda: snapshot)
+        await signals.asend_host_mismatch(type(self), request)
         if response is not None:
             return response
         result: Awaitable[HttpResponse] = self.get_response(request)
@@ -67,8 +70,10 @@ class HostGuardMiddleware:
         scheme = "https" if request.is_secure() else "http"
         try:
             host, port = request_authority(request, scheme)
-        except MalformedHost:
-            request.hostguard = Decision(MALFORMED, MALFORMED_HOST, scheme=scheme)  # type: ignore[attr-defined]
+        except MalformedHost as exc:
+            refusal = Decision(MALFORMED, MALFORMED_HOST, audit.raw_host(exc), scheme=scheme)
+            request.hostguard = refusal  # type: ignore[attr-defined]
+            audit.mismatch(request, refusal)
             return responses.malformed(request)
         effective_port = port if port is not None else DEFAULT_PORTS[scheme]
         if always_allowed(host):
@@ -81,9 +86,17 @@ class HostGuardMiddleware:
         decision = snapshot.decide(host, effective_port, scheme, derived.deployment)
         if decision.verdict == ALLOW:
             decision = sni.check(request.META, snapshot, decision)
+        if decision.verdict != ALLOW and derived.report_mode:
+            # Report-only: count and log the would-be 421, then serve the request.
+            decision = replace(decision, reported=True)
         request.hostguard = decision  # type: ignore[attr-defined]
-        if decision.verdict == ALLOW:
-            request.tenant = SimpleLazyObject(lambda: _load_tenant(decision.tenant_id))  # type: ignore[attr-defined]
+        if decision.verdict != ALLOW:
+            audit.mismatch(request, decision)
+        if decision.verdict == ALLOW or decision.reported:
+            tenant_id = decision.tenant_id
+            request.tenant = (  # type: ignore[attr-defined]
+                None if tenant_id is None else SimpleLazyObject(lambda: _load_tenant(tenant_id))
+            )
             return None
         return responses.misdirected(request)
 

@@ -62,6 +62,9 @@ class Decision:
     tenant_id: int | None = None
     tenant_slug: str = ""
     deployment: str = ""
+    #: True when ``HOSTGUARD_MODE = "report"`` let this would-be 421 through: the
+    #: verdict and reason say what enforcing would have answered.
+    reported: bool = False
 
     @property
     def allowed(self) -> bool:

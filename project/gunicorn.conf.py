@@ -46,3 +46,12 @@ def post_worker_init(worker):
         from hostguard.sni import wsgi_with_sni
 
         worker.wsgi = wsgi_with_sni(worker.wsgi)
+
+
+def worker_exit(server, worker):
+    """Write the mismatches this worker still buffers before it goes (graceful stop, reload)."""
+    try:
+        from hostguard.audit import shutdown
+    except Exception:  # the app never loaded: nothing was recorded
+        return
+    shutdown()

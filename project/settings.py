@@ -26,6 +26,8 @@ HOSTGUARD_ALWAYS_ALLOW = env.list("HOSTGUARD_ALWAYS_ALLOW", default=["localhost"
 HOSTGUARD_EXEMPT_PATHS = ["/healthz"]
 HOSTGUARD_JSON_PATHS = ["/api/"]
 HOSTGUARD_REFRESH_SECONDS = env.float("HOSTGUARD_REFRESH_SECONDS", default=2.0)
+# "report" logs and records would-be 421s but lets the requests through (rollout).
+HOSTGUARD_MODE = env.str("HOSTGUARD_MODE", default="enforce")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -103,5 +105,8 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "hostguard": {"handlers": ["stderr"], "level": env.str("HOSTGUARD_LOG_LEVEL", default="INFO")},
+        # Refused hosts, at WARNING (never ERROR: they must not mail the admins); shown
+        # even when HOSTGUARD_LOG_LEVEL quiets the rest of hostguard.
+        "hostguard.mismatch": {"level": env.str("HOSTGUARD_MISMATCH_LOG_LEVEL", default="WARNING")},
     },
 }

@@ -13,3 +13,13 @@ def _fresh_policy() -> Iterator[None]:
     policy.reset()
     yield
     policy.reset()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_audit_buffer() -> Iterator[None]:
+    """Each test starts with an empty mismatch buffer; nothing is left to flush at exit."""
+    from hostguard.audit import recorder
+
+    recorder.reset()
+    yield
+    recorder.reset()

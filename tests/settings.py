@@ -6,5 +6,7 @@ from project.settings import *  # noqa: F403
 # background poller must not wake during them; freshness across processes is
 # tested end to end against real gunicorn workers (tests/test_e2e_*.py).
 HOSTGUARD_REFRESH_SECONDS = 3600
+# Likewise the audit log's writer: tests call hostguard.audit.flush() themselves.
+HOSTGUARD_AUDIT_FLUSH_SECONDS = 3600
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}

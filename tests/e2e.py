@@ -663,6 +663,23 @@ def postgres_database(
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def require_postgres(base_url: str = "postgres://postgres@127.0.0.1:5432/postgres") -> None:
+    """Skip the calling test if PostgreSQL is unreachable; under ``CI=true`` fail instead.
+
+    CI promises PostgreSQL at 127.0.0.1:5432, so there a missing server is an error,
+    never a quietly skipped test; on a developer's machine it is a reason to skip.
+    """
+    import psycopg
+
+    try:
+        psycopg.connect(base_url.replace("postgres://", "postgresql://", 1), connect_timeout=3).close()
+    except psycopg.Error as exc:
+        message = f"PostgreSQL is not reachable ({str(exc).strip().splitlines()[0]})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+        pytest.skip(message)
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> float | None:
     """Poll ``predicate`` until it holds; the seconds it took, or ``None`` at ``timeout``."""
     start = time.monotonic()

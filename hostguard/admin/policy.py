@@ -1,36 +1,441 @@
-"""Admin for deployments, tenants and their authorities."""
+"""Admin for deployments, tenants and their authorities.
+
+Every write here reaches the policy: single saves and deletes through model
+signals, bulk actions through the policy-aware queryset, each bulk write bumping
+the policy stamp once. Writes that would stop serving the host the admin is used
+through are refused by :mod:`hostguard.admin.lockout`.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from collections.abc import Sequence
+from typing import Any
 
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.utils import model_ngettext, quote, unquote
+from django.db import IntegrityError, models, transaction
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.forms import BaseInlineFormSet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
+
+from hostguard.admin import lockout
+from hostguard.admin.forms import (
+    AuthorityForm,
+    AuthorityInlineForm,
+    AuthorityInlineFormSet,
+    DeploymentForm,
+    MoveTenantsForm,
+    TenantForm,
+)
+from hostguard.admin.views import check_host_view
+from hostguard.conf import conf
+from hostguard.hosts import InvalidHost, format_authority, parse_authority, to_unicode
 from hostguard.models import Authority, Deployment, Tenant
+from hostguard.policy import policy
+
+#: How many hosts the move confirmation page lists before summarising the rest.
+MOVE_LIST_LIMIT = 500
+
+
+def search_host(term: str) -> str | None:
+    """The stored form of a search term that reads as a host or URL, if it differs."""
+    text = term.strip()
+    if not text or " " in text:
+        return None
+    try:
+        host = parse_authority(text).host
+    except InvalidHost:
+        return None
+    return host if host != text.lower() else None
+
+
+def _user_id(request: HttpRequest) -> Any:
+    return request.user.pk
+
+
+def _count_of(model: type[models.Model], field: str) -> Coalesce:
+    """``COUNT(*)`` of ``model`` rows pointing at the outer row, as a correlated subquery.
+
+    Evaluated only for the rows on the page, unlike a JOIN + GROUP BY over the
+    whole related table.
+    """
+    counts = (
+        model._default_manager.filter(**{field: OuterRef("pk")})
+        .order_by()
+        .values(field)
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counts, output_field=models.IntegerField()), 0)
+
+
+@admin.action(permissions=["delete"], description=django_delete_selected.short_description)  # type: ignore[attr-defined]
+def delete_selected(modeladmin: GuardedAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+    """Django's bulk delete, refused when it would lock the user out."""
+    ids = list(queryset.values_list("pk", flat=True))
+    message = lockout.refusal(request, modeladmin.deletion_edit(ids))
+    if message:
+        modeladmin.message_user(request, message, messages.ERROR)
+        return None
+    response: HttpResponse | None = django_delete_selected(modeladmin, request, queryset)
+    return response
+
+
+class GuardedAdmin(admin.ModelAdmin):
+    """Hands the request to forms and guards deletes, so no write locks staff out."""
+
+    def deletion_edit(self, ids: Sequence[Any]) -> lockout.Edit:
+        raise NotImplementedError
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"request": request})
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
+        if obj is not None and self.has_delete_permission(request, obj):
+            message = lockout.refusal(request, self.deletion_edit([obj.pk]))
+            if message:
+                self.message_user(request, message, messages.ERROR)
+                opts = self.opts
+                return HttpResponseRedirect(
+                    reverse(
+                        f"admin:{opts.app_label}_{opts.model_name}_change",
+                        args=[quote(obj.pk)],
+                        current_app=self.admin_site.name,
+                    )
+                )
+        return super().delete_view(request, object_id, extra_context)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with policy.batch():
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        with policy.batch():
+            super().delete_queryset(request, queryset)
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except IntegrityError:
+            if request.method != "POST":
+                raise
+        # Another request claimed the same authority between this one's validation
+        # and its write; the transaction was rolled back. Validating again names the
+        # tenant that now holds the claim, as a form error.
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except IntegrityError:
+            self.message_user(
+                request,
+                gettext("Another change to the same hosts was saved at the same moment; nothing was saved. Try again."),
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(request.get_full_path())
+
+    def set_active(self, request: HttpRequest, queryset: QuerySet[Any], active: bool, edit: lockout.Edit) -> None:
+        message = lockout.refusal(request, edit)
+        if message:
+            self.message_user(request, message, messages.ERROR)
+            return
+        changing = list(queryset.exclude(is_active=active))
+        with transaction.atomic(), policy.batch():
+            count = queryset.model._default_manager.filter(pk__in=[obj.pk for obj in changing]).update(is_active=active)
+            if changing:
+                change = [{"changed": {"fields": [str(queryset.model._meta.get_field("is_active").verbose_name)]}}]
+                LogEntry.objects.log_actions(_user_id(request), changing, CHANGE, change_message=change)
+        if active:
+            text = ngettext("Activated %(count)d %(items)s.", "Activated %(count)d %(items)s.", count)
+        else:
+            text = ngettext("Deactivated %(count)d %(items)s.", "Deactivated %(count)d %(items)s.", count)
+        self.message_user(request, text % {"count": count, "items": model_ngettext(self.opts, count)}, messages.SUCCESS)
+
+
+# --- deployments ----------------------------------------------------------------------------
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(admin.ModelAdmin):
-    list_display = ["name", "description"]
+class DeploymentAdmin(GuardedAdmin):
+    form = DeploymentForm
+    list_display = ["name", "served_here", "description", "tenant_count"]
     search_fields = ["name", "description"]
+    actions = [delete_selected]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Deployment]:
+        queryset: QuerySet[Deployment] = super().get_queryset(request)
+        return queryset.annotate(tenant_count=_count_of(Tenant, "deployment"))
+
+    @admin.display(description=_("served by this process"), boolean=True)
+    def served_here(self, obj: Deployment) -> bool:
+        return obj.name == conf.DEPLOYMENT
+
+    @admin.display(description=_("tenants"), ordering="tenant_count")
+    def tenant_count(self, obj: Any) -> str:
+        url = reverse("admin:hostguard_tenant_changelist", current_app=self.admin_site.name)
+        return format_html('<a href="{}?deployment__id__exact={}">{}</a>', url, obj.pk, obj.tenant_count)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        extra_context = {"here": conf.DEPLOYMENT, **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
+    def deletion_edit(self, ids: Sequence[Any]) -> lockout.Edit:
+        return lockout.delete_deployments(ids)
+
+
+# --- tenants ----------------------------------------------------------------------------------
 
 
 class AuthorityInline(admin.TabularInline):
     model = Authority
+    form = AuthorityInlineForm
+    formset = AuthorityInlineFormSet
     extra = 1
-    fields = ["host", "port", "scheme", "is_active", "note"]
+    fields = ["host", "scheme", "port", "is_active", "note", "unicode_authority"]
+    readonly_fields = ["unicode_authority"]
+    verbose_name = _("host")
+    verbose_name_plural = _("hosts (authorities)")
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> type[BaseInlineFormSet]:
+        formset = super().get_formset(request, obj, **kwargs)
+        return type(formset.__name__, (formset,), {"request": request})
+
+    @admin.display(description=_("stored as (Unicode form)"))
+    def unicode_authority(self, obj: Authority) -> str:
+        if obj.pk is None:
+            return "—"
+        stored = str(obj)
+        shown = format_authority(obj.scheme, to_unicode(obj.host), obj.port)
+        return stored if shown == stored else f"{stored} ({shown})"
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "deployment", "is_active"]
+class TenantAdmin(GuardedAdmin):
+    form = TenantForm
+    inlines = [AuthorityInline]
+    list_display = ["name", "slug", "deployment", "is_active", "host_count"]
     list_filter = ["deployment", "is_active"]
     search_fields = ["name", "slug", "authorities__host"]
     list_select_related = ["deployment"]
-    inlines = [AuthorityInline]
+    prepopulated_fields = {"slug": ["name"]}
+    actions = [delete_selected, "move_to_deployment", "activate", "deactivate"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
+        queryset: QuerySet[Tenant] = super().get_queryset(request)
+        return queryset.annotate(host_count=_count_of(Authority, "tenant"))
+
+    @admin.display(description=_("hosts"), ordering="host_count")
+    def host_count(self, obj: Any) -> str:
+        url = reverse("admin:hostguard_authority_changelist", current_app=self.admin_site.name)
+        return format_html('<a href="{}?tenant__id__exact={}">{}</a>', url, obj.pk, obj.host_count)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Tenant], search_term: str
+    ) -> tuple[QuerySet[Tenant], bool]:
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        host = search_host(search_term)
+        if host:
+            found = found | queryset.filter(authorities__host__icontains=host)
+            may_have_duplicates = True
+        return found, may_have_duplicates
+
+    def deletion_edit(self, ids: Sequence[Any]) -> lockout.Edit:
+        return lockout.delete_tenants(ids)
+
+    @admin.action(description=_("Activate selected tenants"), permissions=["change"])
+    def activate(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        self.set_active(request, queryset, True, lockout.update_tenants(ids, active=True))
+
+    @admin.action(description=_("Deactivate (suspend) selected tenants"), permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        self.set_active(request, queryset, False, lockout.update_tenants(ids, active=False))
+
+    @admin.action(description=_("Move to deployment…"), permissions=["change"])
+    def move_to_deployment(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> HttpResponse | None:
+        form = MoveTenantsForm(request.POST if "deployment" in request.POST else None)
+        selected = list(queryset.select_related("deployment"))
+        context: dict[str, Any] = {
+            **self.admin_site.each_context(request),
+            "title": _("Move tenants to another deployment"),
+            "subtitle": None,
+            "opts": self.opts,
+            "form": form,
+            "tenants": selected,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media + form.media,
+        }
+        if form.is_bound and form.is_valid():
+            target: Deployment = form.cleaned_data["deployment"]
+            moving = [tenant for tenant in selected if tenant.deployment_id != target.pk]
+            staying = [tenant for tenant in selected if tenant.deployment_id == target.pk]
+            ids = [tenant.pk for tenant in moving]
+            refusal = lockout.refusal(request, lockout.update_tenants(ids, deployment=(target.pk, target.name)))
+            if request.POST.get("confirm") == "yes":
+                if refusal:
+                    self.message_user(request, refusal, messages.ERROR)
+                    return None
+                return self._move(request, moving, target)
+            hosts = Authority.objects.filter(tenant__in=ids).select_related("tenant__deployment")
+            context.update(
+                target=target,
+                moving=moving,
+                staying=staying,
+                hosts=list(hosts.order_by("tenant__name", "host", "port", "scheme")[:MOVE_LIST_LIMIT]),
+                host_total=hosts.count(),
+                host_limit=MOVE_LIST_LIMIT,
+                refusal=refusal,
+            )
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/hostguard/tenant/move_to_deployment.html", context)
+
+    def _move(self, request: HttpRequest, moving: list[Tenant], target: Deployment) -> HttpResponse | None:
+        with transaction.atomic(), policy.batch():
+            count = (
+                Tenant.objects.filter(pk__in=[t.pk for t in moving])
+                .exclude(deployment=target)
+                .update(deployment=target)
+            )
+            for tenant in moving:
+                message = gettext("Moved from deployment %(old)s to %(new)s.") % {
+                    "old": tenant.deployment.name,
+                    "new": target.name,
+                }
+                LogEntry.objects.log_actions(_user_id(request), [tenant], CHANGE, change_message=message)
+        hosts = Authority.objects.filter(tenant__in=moving).count()
+        self.message_user(
+            request,
+            ngettext(
+                "Moved %(count)d tenant (%(hosts)d hosts) to the deployment %(deployment)s.",
+                "Moved %(count)d tenants (%(hosts)d hosts) to the deployment %(deployment)s.",
+                count,
+            )
+            % {"count": count, "hosts": hosts, "deployment": target.name},
+            messages.SUCCESS,
+        )
+        return None
+
+
+# --- authorities ------------------------------------------------------------------------------
+
+
+class HostKindFilter(admin.SimpleListFilter):
+    title = _("kind of host")
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [
+            ("name", _("host name")),
+            ("wildcard", _("wildcard (*.)")),
+            ("ip", _("IP address")),
+            ("idn", _("internationalised (punycode)")),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        ip = Q(host__startswith="[") | Q(host__regex=r"^[0-9.]+$")
+        value = self.value()
+        if value == "wildcard":
+            return queryset.filter(host__startswith="*.")
+        if value == "ip":
+            return queryset.filter(ip)
+        if value == "name":
+            return queryset.exclude(ip).exclude(host__startswith="*.")
+        if value == "idn":
+            return queryset.filter(host__contains="xn--")
+        return queryset
+
+
+class PortFilter(admin.SimpleListFilter):
+    title = _("port")
+    parameter_name = "port"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("any", _("any port")), ("explicit", _("one port"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        if self.value() == "any":
+            return queryset.filter(port__isnull=True)
+        if self.value() == "explicit":
+            return queryset.filter(port__isnull=False)
+        return queryset
 
 
 @admin.register(Authority)
-class AuthorityAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "tenant", "is_active"]
-    list_filter = ["is_active", "scheme", "tenant__deployment"]
-    search_fields = ["host", "tenant__name", "tenant__slug"]
-    list_select_related = ["tenant"]
+class AuthorityAdmin(GuardedAdmin):
+    form = AuthorityForm
+    list_display = ["authority", "unicode_authority", "tenant", "deployment", "is_active"]
+    list_display_links = ["authority"]
+    list_filter = ["is_active", "scheme", PortFilter, HostKindFilter, "tenant__deployment", "tenant__is_active"]
+    search_fields = ["host", "tenant__name", "tenant__slug", "note"]
+    list_select_related = ["tenant__deployment"]
+    autocomplete_fields = ["tenant"]
+    readonly_fields = ["stored_as", "unicode_authority", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["host", ("scheme", "port"), "tenant", "is_active", "note"]}),
+        (_("Stored as"), {"fields": ["stored_as", "unicode_authority", "created_at", "updated_at"]}),
+    ]
+    actions = [delete_selected, "activate", "deactivate"]
+
+    @admin.display(description=_("authority"), ordering="host")
+    def authority(self, obj: Authority) -> str:
+        return str(obj)
+
+    @admin.display(description=_("stored as"))
+    def stored_as(self, obj: Authority) -> str:
+        return str(obj) if obj.pk is not None else "—"
+
+    @admin.display(description=_("Unicode form"), ordering="host")
+    def unicode_authority(self, obj: Authority) -> str:
+        if obj.pk is None:
+            return "—"
+        return format_authority(obj.scheme, to_unicode(obj.host), obj.port)
+
+    @admin.display(description=_("deployment"), ordering="tenant__deployment__name")
+    def deployment(self, obj: Authority) -> str:
+        name = obj.tenant.deployment.name
+        if name == conf.DEPLOYMENT:
+            return gettext("%(deployment)s (this process)") % {"deployment": name}
+        return name
+
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        check = path(
+            "check/",
+            self.admin_site.admin_view(lambda request: check_host_view(self, request)),
+            name="%s_%s_check" % info,
+        )
+        return [check, *super().get_urls()]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Authority], search_term: str
+    ) -> tuple[QuerySet[Authority], bool]:
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        host = search_host(search_term)
+        if host:
+            found = found | queryset.filter(host__icontains=host)
+        return found, may_have_duplicates
+
+    def deletion_edit(self, ids: Sequence[Any]) -> lockout.Edit:
+        return lockout.delete_authorities(ids)
+
+    @admin.action(description=_("Activate selected authorities"), permissions=["change"])
+    def activate(self, request: HttpRequest, queryset: QuerySet[Authority]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        self.set_active(request, queryset, True, lockout.update_authorities(ids, active=True))
+
+    @admin.action(description=_("Deactivate selected authorities"), permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[Authority]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        self.set_active(request, queryset, False, lockout.update_authorities(ids, active=False))

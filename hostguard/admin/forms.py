@@ -1,0 +1,386 @@
+"""Admin forms: hosts typed or pasted the way staff have them, errors that say what to fix.
+
+Parsing and normalising is :mod:`hostguard.hosts`' job; these forms only decide which
+field an error belongs to, merge a pasted URL's scheme and port into their own
+fields, and ask the lockout guard before a change that could lock staff out.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from hostguard.admin import lockout
+from hostguard.hosts import (
+    SCHEMES,
+    AuthoritySpec,
+    InvalidHost,
+    MalformedHost,
+    format_authority,
+    parse_authority,
+    parse_host_header,
+    parse_port,
+)
+from hostguard.models import Authority, Deployment, Tenant
+
+HOST_HELP = _(
+    "Type or paste a host name (Unicode is fine: it is stored in punycode), *.example.com for every name "
+    "under example.com, an IP address, host:port, or a whole URL such as https://shop.example:8443/path — "
+    "its scheme and port fill the fields beside it and the path is ignored."
+)
+PORT_HELP = _("A number from 1 to 65535. Leave blank to accept any port.")
+SCHEME_HELP = _("http or https; “any” accepts both.")
+
+
+class PortField(forms.CharField):
+    """A port typed as text: blank for any port, otherwise 1–65535, with hostguard's messages."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("widget", forms.TextInput(attrs={"inputmode": "numeric", "size": 6, "maxlength": 12}))
+        super().__init__(empty_value=None, **kwargs)
+
+    def to_python(self, value: Any) -> int | None:  # type: ignore[override]
+        text = super().to_python(value)
+        if text is None:
+            return None
+        try:
+            return parse_port(text)
+        except InvalidHost as exc:
+            raise ValidationError(exc.message, code="invalid_port") from None
+
+
+class HostField(forms.CharField):
+    """The host box: a host, ``host:port``, a wildcard or a whole URL."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 2048)
+        kwargs.setdefault("help_text", HOST_HELP)
+        kwargs.setdefault("error_messages", {"required": _("Enter a host name.")})
+        attrs = {"size": 40, "autocapitalize": "none", "spellcheck": "false"}
+        kwargs.setdefault("widget", forms.TextInput(attrs=attrs))
+        super().__init__(**kwargs)
+
+
+class AuthorityForm(forms.ModelForm):
+    """One authority; the host box may carry the scheme and port (a pasted URL)."""
+
+    host = HostField(label=_("host"))
+    port = PortField(label=_("port"), help_text=PORT_HELP)
+
+    #: Set by the admin so the lockout guard can see which host serves the page.
+    request: ClassVar[HttpRequest | None] = None
+    #: The inline leaves the lockout check to its formset, which sees every row at once.
+    check_lockout: ClassVar[bool] = True
+
+    class Meta:
+        model = Authority
+        fields = ["host", "scheme", "port", "tenant", "is_active", "note"]
+        help_texts = {
+            "scheme": SCHEME_HELP,
+            "tenant": _("The customer that claims this authority; its deployment serves it."),
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spec: AuthoritySpec | None = None
+
+    def clean_host(self) -> str:
+        text = self.cleaned_data["host"]
+        try:
+            self.spec = parse_authority(text)
+        except InvalidHost as exc:
+            raise ValidationError(exc.message, code="invalid_host") from None
+        return self.spec.host
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        assert cleaned is not None
+        spec = self.spec
+        if spec is not None:
+            self._merge(cleaned, "scheme", spec.scheme or None, spec)
+            self._merge(cleaned, "port", spec.port, spec)
+        if self.check_lockout and not self.errors and self.request is not None:
+            message = lockout.refusal(self.request, self._lockout_edit(cleaned))
+            if message:
+                raise ValidationError(message, code="lockout")
+        return cleaned
+
+    def _merge(self, cleaned: dict[str, Any], name: str, from_host: object, spec: AuthoritySpec) -> None:
+        """Fill ``name`` from the host box; a value the user typed there too must agree."""
+        if from_host is None or name not in self.fields:
+            return
+        if name in cleaned:
+            typed = cleaned[name]
+            if name in self.changed_data and typed not in (None, "") and typed != from_host:
+                self.add_error(
+                    name,
+                    ValidationError(
+                        gettext(
+                            "The host box says %(spec)s, which gives the %(field)s %(from_host)s, but this field "
+                            "says %(typed)s. Clear one of them."
+                        )
+                        % {
+                            "spec": format_authority(spec.scheme, spec.host, spec.port),
+                            "field": self.fields[name].label,
+                            "from_host": from_host,
+                            "typed": typed,
+                        },
+                        code="conflict",
+                    ),
+                )
+                return
+        cleaned[name] = from_host
+
+    def _lockout_edit(self, cleaned: dict[str, Any]) -> lockout.Edit:
+        tenant: Tenant | None = cleaned.get("tenant")
+        removed = [self.instance.pk] if self.instance.pk is not None else []
+        if tenant is None:
+            return lockout.replace_authorities(removed, [])
+        claim = lockout.Claim(
+            id=self.instance.pk,
+            host=cleaned["host"],
+            port=cleaned.get("port"),
+            scheme=cleaned.get("scheme") or "",
+            active=bool(cleaned.get("is_active")),
+            tenant_id=tenant.pk,
+            tenant_slug=tenant.slug,
+            tenant_active=tenant.is_active,
+            deployment_id=tenant.deployment_id,
+            deployment=tenant.deployment.name,
+        )
+        return lockout.replace_authorities(removed, [claim])
+
+
+class AuthorityInlineForm(AuthorityForm):
+    check_lockout = False
+
+    class Meta(AuthorityForm.Meta):
+        fields = ["host", "scheme", "port", "is_active", "note"]
+
+
+class AuthorityInlineFormSet(forms.BaseInlineFormSet):
+    """A tenant's authorities: no two rows may claim the same authority, and none may lock staff out."""
+
+    request: ClassVar[HttpRequest | None] = None
+
+    def clean(self) -> None:
+        super().clean()
+        self._refuse_duplicates()
+        if self.request is not None and not any(self.errors) and not self.non_form_errors():
+            self._refuse_lockout()
+
+    def _live_forms(self) -> list[tuple[int, forms.ModelForm]]:
+        """(row number, form) of the rows that will exist after saving."""
+        live = []
+        for number, form in enumerate(self.forms, start=1):
+            if not hasattr(form, "cleaned_data") or (form.instance.pk is None and not form.has_changed()):
+                continue
+            if self.can_delete and self._should_delete_form(form):  # type: ignore[attr-defined]
+                continue
+            live.append((number, form))
+        return live
+
+    def _refuse_duplicates(self) -> None:
+        seen: dict[tuple[str, int | None, str], int] = {}
+        for number, form in self._live_forms():
+            data = form.cleaned_data
+            if not data.get("host") or form.errors:
+                continue
+            key = (data["host"], data.get("port"), data.get("scheme") or "")
+            if key in seen:
+                form.add_error(
+                    "host",
+                    ValidationError(
+                        gettext("%(authority)s is already claimed by row %(row)d above.")
+                        % {"authority": format_authority(key[2], key[0], key[1]), "row": seen[key]},
+                        code="duplicate",
+                    ),
+                )
+            else:
+                seen[key] = number
+
+    def _tenant_state(self) -> tuple[bool, tuple[int | None, str] | None]:
+        tenant = self.instance
+        try:
+            deployment = tenant.deployment
+        except Deployment.DoesNotExist:
+            return tenant.is_active, None
+        return tenant.is_active, (deployment.pk, deployment.name)
+
+    def _refuse_lockout(self) -> None:
+        tenant = self.instance
+        tenant_id = tenant.pk if tenant.pk is not None else lockout.NEW_TENANT_ID
+        active, deployment = self._tenant_state()
+        tenant_edit = lockout.update_tenants([tenant.pk], active=active, deployment=deployment)
+        if tenant.pk is not None and lockout.refusal(self.request, tenant_edit):
+            return  # the tenant form reports it, on the field that causes it
+        removed = [form.instance.pk for form in self.initial_forms if form.instance.pk is not None]
+        added = []
+        for _number, form in self._live_forms():
+            data = form.cleaned_data
+            added.append(
+                lockout.Claim(
+                    id=form.instance.pk,
+                    host=data["host"],
+                    port=data.get("port"),
+                    scheme=data.get("scheme") or "",
+                    active=bool(data.get("is_active")),
+                    tenant_id=tenant_id,
+                    tenant_slug=tenant.slug,
+                    tenant_active=active,
+                    deployment_id=deployment[0] if deployment else None,
+                    deployment=deployment[1] if deployment else "",
+                )
+            )
+        message = lockout.refusal(self.request, lockout.chain(tenant_edit, lockout.replace_authorities(removed, added)))
+        if message:
+            raise ValidationError(message, code="lockout")
+
+
+class TenantForm(forms.ModelForm):
+    request: ClassVar[HttpRequest | None] = None
+
+    class Meta:
+        model = Tenant
+        fields = ["name", "slug", "deployment", "is_active"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        assert cleaned is not None
+        if self.request is None or self.instance.pk is None or self.errors:
+            return cleaned
+        deployment: Deployment | None = cleaned.get("deployment")
+        edit = lockout.update_tenants(
+            [self.instance.pk],
+            active=bool(cleaned.get("is_active")),
+            deployment=(deployment.pk, deployment.name) if deployment is not None else None,
+        )
+        message = lockout.refusal(self.request, edit)
+        if message:
+            moved = deployment is not None and deployment.pk != self.instance.deployment_id
+            field = "deployment" if moved else "is_active"
+            self.add_error(field if field in self.changed_data else None, ValidationError(message, code="lockout"))
+        return cleaned
+
+
+class DeploymentForm(forms.ModelForm):
+    request: ClassVar[HttpRequest | None] = None
+
+    class Meta:
+        model = Deployment
+        fields = ["name", "description"]
+        help_texts = {"description": _("Where it runs and who looks after it; shown to staff only.")}
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        assert cleaned is not None
+        name = cleaned.get("name")
+        if self.request is not None and self.instance.pk is not None and name and not self.errors:
+            message = lockout.refusal(self.request, lockout.rename_deployment(self.instance.pk, name))
+            if message:
+                self.add_error("name", ValidationError(message, code="lockout"))
+        return cleaned
+
+
+class MoveTenantsForm(forms.Form):
+    """The intermediate page of the "Move to deployment…" action."""
+
+    deployment = forms.ModelChoiceField(
+        queryset=Deployment.objects.all(),
+        label=_("move to deployment"),
+        help_text=_("Every selected tenant, and all of its hosts, will be served by this deployment from now on."),
+        empty_label=None,
+    )
+
+
+_URL_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def split_target(text: str) -> tuple[str, str, str]:
+    """(scheme or ``''``, Host header, the Unicode text it was converted from or ``''``).
+
+    A pasted URL loses its scheme and path; a Unicode name becomes its A-label form,
+    as a browser would send it. Anything else is checked exactly as typed.
+    """
+    text = text.strip()
+    scheme = ""
+    match = _URL_SCHEME_RE.match(text)
+    if match:
+        scheme = match.group(1).lower()
+        text = text[match.end() :]
+    header = re.split(r"[/?#]", text, maxsplit=1)[0]
+    if header.isascii():
+        return scheme, header, ""
+    try:
+        spec = parse_authority(header)
+    except InvalidHost:
+        return scheme, header, ""  # parse_host_header calls it malformed, as the middleware would
+    converted = spec.host if spec.port is None else f"{spec.host}:{spec.port}"
+    return scheme, converted, header
+
+
+class CheckHostForm(forms.Form):
+    """The "Check a host" page: what a request for this host would get, right now."""
+
+    host = forms.CharField(
+        label=_("host"),
+        max_length=2048,
+        help_text=_(
+            "The Host header as a client sends it (shop.example, shop.example:8443), a Unicode name, or a "
+            "whole URL; a path after the host is ignored."
+        ),
+        error_messages={"required": _("Enter a host name.")},
+        widget=forms.TextInput(attrs={"size": 50, "autofocus": True, "autocapitalize": "none", "spellcheck": "false"}),
+    )
+    scheme = forms.ChoiceField(
+        label=_("scheme"),
+        required=False,
+        choices=[("", _("as in the URL, else https")), ("https", "https"), ("http", "http")],
+        help_text=_("The scheme the request arrives with (after TLS termination)."),
+    )
+    port = PortField(
+        label=_("port"),
+        help_text=_("Leave blank to use the port in the host, or the scheme's default (80 or 443)."),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        assert cleaned is not None
+        if "host" not in cleaned:
+            return cleaned
+        url_scheme, header, converted_from = split_target(cleaned["host"])
+        cleaned.update(header=header, converted_from=converted_from)
+        if url_scheme and url_scheme not in SCHEMES:
+            self.add_error(
+                "host",
+                gettext("The scheme “%(scheme)s” is never served: use http or https.") % {"scheme": url_scheme},
+            )
+            return cleaned
+        chosen = cleaned.get("scheme") or ""
+        if chosen and url_scheme and chosen != url_scheme:
+            self.add_error(
+                "scheme",
+                gettext("The URL says %(url)s but this field says %(field)s: clear one of them.")
+                % {"url": url_scheme, "field": chosen},
+            )
+        cleaned["effective_scheme"] = chosen or url_scheme or "https"
+        port = cleaned.get("port")
+        if port is not None:
+            try:
+                header_port = parse_host_header(header).port
+            except MalformedHost:
+                header_port = None
+            if header_port is not None and header_port != port:
+                self.add_error(
+                    "port",
+                    gettext("The host says port %(host_port)d but this field says %(port)d: clear one of them.")
+                    % {"host_port": header_port, "port": port},
+                )
+        return cleaned

@@ -1,0 +1,55 @@
+"""Verdicts and reasons in words, for the check page and the lockout guard."""
+
+from __future__ import annotations
+
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+
+from hostguard import policy
+
+#: What a client gets, by verdict.
+VERDICTS: dict[str, Promise] = {
+    policy.ALLOW: _("Served"),
+    policy.MISDIRECTED: _("421 Misdirected Request"),
+    policy.MALFORMED: _("400 Bad Request"),
+}
+
+ALWAYS_ALLOWED = "always_allowed"
+
+#: Why, by reason. Placeholders: host, port, scheme, tenant, deployment, here.
+REASONS: dict[str, Promise] = {
+    "": _("The authority %(authority)s of the tenant “%(tenant)s” claims it, and this deployment serves that tenant."),
+    ALWAYS_ALLOWED: _(
+        "%(host)s is listed in HOSTGUARD_ALWAYS_ALLOW: it is let through with no tenant, whatever the authorities say."
+    ),
+    policy.UNKNOWN_HOST: _("No authority claims %(host)s: add one to a tenant to serve it."),
+    policy.PORT_MISMATCH: _("An authority claims %(host)s, but none of them on port %(port)s."),
+    policy.SCHEME_MISMATCH: _("An authority claims %(host)s on port %(port)s, but none of them over %(scheme)s."),
+    policy.INACTIVE: _("The authority %(authority)s that claims it, or its tenant “%(tenant)s”, is inactive."),
+    policy.OTHER_DEPLOYMENT: _(
+        "The tenant “%(tenant)s” is served by the deployment “%(deployment)s”; this process serves “%(here)s”."
+    ),
+    policy.SNI_MISMATCH: _("The TLS server name of the connection belongs to another tenant."),
+    policy.MALFORMED_HOST: _(
+        "This is not a well-formed Host header: a host name of letters, digits, hyphens and dots, "
+        "an IPv4 address or a bracketed IPv6 address, with an optional port from 1 to 65535."
+    ),
+}
+
+
+def explain(reason: str, **values: object) -> str:
+    """The reason in words, with whatever of host, port, scheme, tenant… it mentions filled in."""
+    text = REASONS.get(reason)
+    if text is None:
+        return str(reason)
+    defaults: dict[str, object] = {
+        "host": "",
+        "port": "",
+        "scheme": "",
+        "authority": "",
+        "tenant": "",
+        "deployment": "",
+        "here": "",
+    }
+    defaults.update(values)
+    return str(text) % defaults

@@ -28,6 +28,7 @@ HOSTGUARD_JSON_PATHS = ["/api/"]
 HOSTGUARD_REFRESH_SECONDS = env.float("HOSTGUARD_REFRESH_SECONDS", default=2.0)
 # "report" logs and records would-be 421s but lets the requests through (rollout).
 HOSTGUARD_MODE = env.str("HOSTGUARD_MODE", default="enforce")
+HOSTGUARD_AUDIT_FLUSH_SECONDS = env.float("HOSTGUARD_AUDIT_FLUSH_SECONDS", default=1.0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -1,0 +1,175 @@
+"""End to end: the mismatch audit log under real gunicorn (2 sync workers) and floods.
+
+Thousands of requests over hundreds of bogus hosts from several client threads:
+exact totals per reason in MismatchLog, a bounded number of rows and log lines, fast
+responses while the SQLite file is exclusively locked, and a graceful stop that
+writes whatever the workers still buffer.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import Server, Site, http_request, raw_request
+
+pytestmark = pytest.mark.e2e
+
+DATA = {
+    "deployments": [{"name": "eu-1"}, {"name": "us-1"}],
+    "tenants": [
+        {"slug": "acme", "name": "Acme", "deployment": "eu-1", "authorities": ["acme.example"]},
+        {"slug": "globex", "name": "Globex", "deployment": "us-1", "authorities": ["globex.example"]},
+    ],
+}
+# Malformed hosts that gunicorn itself passes on to the application.
+MALFORMED = ["bad..host", "host:abc", "under_score.example", "-dash.example"]
+REASON_BY_STATUS = {421: "unknown_host", 400: "malformed_host"}
+
+
+def plan(prefix: str, hosts: int, repeats: int, foreign: int, malformed: int) -> list[tuple[str, str]]:
+    """(host, expected reason) for every request of a flood, interleaved."""
+    requests = [(f"{prefix}{index}.bogus.example", "unknown_host") for index in range(hosts)] * repeats
+    requests += [("globex.example", "other_deployment")] * foreign
+    requests += [(MALFORMED[index % len(MALFORMED)], "malformed_host") for index in range(malformed)]
+    # Spread each kind over the whole flood and every client thread.
+    random.Random(prefix).shuffle(requests)
+    return requests
+
+
+def flood(server: Server, requests: list[tuple[str, str]], threads: int = 8) -> tuple[Counter[int], list[float]]:
+    """Send every request on its own connection from ``threads`` clients: statuses, latencies."""
+
+    def one(host: str) -> tuple[int, float]:
+        started = time.monotonic()
+        response = raw_request(server.port, http_request("GET", "/api/whoami", host=host), timeout=10)
+        return response.status, time.monotonic() - started
+
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(one, [host for host, _ in requests]))
+    return Counter(status for status, _ in results), sorted(latency for _, latency in results)
+
+
+def p99(latencies: list[float]) -> float:
+    return latencies[int(len(latencies) * 0.99) - 1]
+
+
+def expected_totals(*floods: list[tuple[str, str]]) -> dict[str, int]:
+    return dict(Counter(reason for requests in floods for _, reason in requests))
+
+
+def database(site: Site) -> Path:
+    return site.directory / "db.sqlite3"
+
+
+def totals(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path, timeout=10) as db:
+        return dict(db.execute("SELECT reason, SUM(count) FROM hostguard_mismatchlog GROUP BY reason").fetchall())
+
+
+def most_rows_for_one_host(path: Path) -> int:
+    with sqlite3.connect(path, timeout=10) as db:
+        row = db.execute(
+            "SELECT COUNT(*) FROM hostguard_mismatchlog GROUP BY deployment, reason, host, port, scheme "
+            "ORDER BY COUNT(*) DESC LIMIT 1"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_for_totals(path: Path, expected: dict[str, int], timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = totals(path)
+        if seen == expected or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.2)
+
+
+def mismatch_lines(server: Server) -> list[str]:
+    return [line for line in server.stderr(limit=10_000_000).splitlines() if " hostguard.mismatch " in line]
+
+
+def test_floods_are_counted_exactly_with_bounded_rows_and_logs_even_while_the_database_is_locked(
+    tmp_path: Path,
+) -> None:
+    with Site(tmp_path, deployment="eu-1") as site:
+        site.load(DATA)
+        path = database(site)
+        with site.server(workers=2) as server:
+            # A flood of scanners: 300 bogus hosts, a foreign tenant, malformed hosts.
+            first = plan("a", hosts=300, repeats=5, foreign=100, malformed=100)
+            statuses, latencies = flood(server, first)
+            assert statuses == {421: 1600, 400: 100}
+            assert p99(latencies) < 0.5
+            assert wait_for_totals(path, expected_totals(first), timeout=10) == expected_totals(first)
+            # One row per host and window: a flood of a few seconds spans at most two windows.
+            assert most_rows_for_one_host(path) <= 2
+
+            # The database locked by another process for 3 s during a second flood.
+            second = plan("b", hosts=200, repeats=4, foreign=50, malformed=50)
+            lock = sqlite3.connect(path, timeout=10, isolation_level=None)
+            try:
+                lock.execute("BEGIN EXCLUSIVE")
+                locked_at = time.monotonic()
+                results: list[tuple[Counter[int], list[float]]] = []
+                sender = threading.Thread(target=lambda: results.append(flood(server, second)))
+                sender.start()
+                sender.join(30)
+                assert not sender.is_alive()
+                time.sleep(max(0.0, 3.0 - (time.monotonic() - locked_at)))
+                assert time.monotonic() - locked_at >= 3.0
+                # Nothing could be written meanwhile: the lock was ours throughout.
+                assert lock.execute("SELECT SUM(count) FROM hostguard_mismatchlog").fetchone()[0] == sum(
+                    expected_totals(first).values()
+                )
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+            (statuses, locked_latencies) = results[0]
+            assert statuses == {421: 850, 400: 50}
+            assert p99(locked_latencies) < 0.5, f"p99 {p99(locked_latencies):.3f} s under the lock"
+            both = expected_totals(first, second)
+            assert wait_for_totals(path, both, timeout=15) == both
+            assert most_rows_for_one_host(path) <= 2
+
+        # Stopped gracefully: nothing counted twice at exit, the log stayed small.
+        assert totals(path) == both
+        lines = mismatch_lines(server)
+        pairs = 300 + 200 + 1 + len(MALFORMED)
+        requests = len(first) + len(second)
+        assert pairs <= len(lines) <= 2 * 2 * pairs + 16, len(lines)
+        assert len(lines) < requests / 2
+        assert " ERROR " not in server.stderr(limit=10_000_000)
+        assert any("more mismatches in the 60 s window" in line for line in lines)
+
+        output = site.manage("hostguard_prune", "--days", "0")
+        assert output.startswith("Deleted ")
+        assert output.endswith("host mismatch rows (all of them).\n")
+        assert totals(path) == {}
+
+
+def test_report_mode_lets_requests_through_and_a_graceful_stop_writes_the_buffer(tmp_path: Path) -> None:
+    # A flush interval longer than the test: only the exit can write the rows.
+    site = Site(tmp_path, deployment="eu-1", extra_env={"HOSTGUARD_AUDIT_FLUSH_SECONDS": "600"})
+    with site:
+        site.load(DATA)
+        path = database(site)
+        with site.server(workers=2, env={"HOSTGUARD_MODE": "report"}) as server:
+            third = plan("c", hosts=100, repeats=4, foreign=50, malformed=50)
+            statuses, _ = flood(server, third)
+            # Would-be 421s are served; malformed hosts are refused in both modes.
+            assert statuses == {200: 450, 400: 50}
+            whoami = server.request(http_request("GET", "/api/whoami", host="globex.example"))
+            assert whoami.json() == {"tenant": "globex", "deployment": "eu-1"}
+            assert totals(path) == {}
+            assert any("would refuse (report-only) unknown_host" in line for line in mismatch_lines(server))
+        expected = expected_totals(third)
+        expected["other_deployment"] += 1
+        assert totals(path) == expected

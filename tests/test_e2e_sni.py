@@ -1,0 +1,157 @@
+"""End to end: gunicorn terminates TLS itself; each connection's SNI name reaches hostguard.
+
+A throwaway self-signed certificate for the names of two tenants (generated with
+the openssl CLI), served by gunicorn through the shipped config (SSL_CERTFILE /
+SSL_KEYFILE). A client that opened its connection for one tenant's name and asks
+for another tenant's host — what HTTP/2 connection coalescing does — gets 421.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import e2e
+from tests.e2e import LOOPBACK, Response, Server, Site, http_request
+
+pytestmark = pytest.mark.e2e
+
+DATA = {
+    "deployments": [{"name": "eu-1"}],
+    "tenants": [
+        {"slug": "alpha", "name": "Alpha", "deployment": "eu-1", "authorities": ["a.example", "*.a.example"]},
+        {
+            "slug": "beta",
+            "name": "Beta",
+            "deployment": "eu-1",
+            "authorities": ["b.example", "https://secure.b.example"],
+        },
+    ],
+}
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        message = "the openssl command is needed to make a throwaway certificate"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=a.example",
+            "-addext",
+            "subjectAltName=DNS:a.example,DNS:*.a.example,DNS:b.example",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return cert, key
+
+
+def tls_request(port: int, data: bytes, sni: str | None, timeout: float = 5.0) -> Response:
+    """Send ``data`` over TLS, with ``sni`` as the server name (``None``: no SNI at all)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + timeout
+    with (
+        socket.create_connection((LOOPBACK, port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=sni) as sock,
+    ):
+        sock.sendall(data)
+        return e2e._read_response(e2e._Reader(sock, deadline), data.split(b" ", 1)[0].decode(), 0.3)
+
+
+class TLSServer(Server):
+    """A :class:`Server` that speaks only TLS: its readiness probes must too."""
+
+    def _wait_until_answering(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise self._fail(f"gunicorn exited with {self.process.returncode} while starting")
+            try:
+                if tls_request(self.port, http_request("GET", "/healthz"), None, timeout=1).status == 200:
+                    return
+            except (OSError, e2e.IncompleteResponse):
+                pass
+            if time.monotonic() > deadline:
+                raise self._fail(f"gunicorn did not answer /healthz over TLS within {self.startup_timeout} s")
+            time.sleep(0.05)
+
+    def wait_for_workers(self, timeout: float | None = None) -> set[int]:
+        return set()
+
+    def get(self, host: str, sni: str | None, path: str = "/api/ping") -> Response:
+        return tls_request(self.port, http_request("GET", path, host=host), sni)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSServer]:
+    directory = tmp_path_factory.mktemp("sni")
+    cert, key = make_certificate(directory)
+    with Site(directory, deployment="eu-1") as site:
+        site.load(DATA)
+        tls = TLSServer(site, workers=1, env={"SSL_CERTFILE": str(cert), "SSL_KEYFILE": str(key)})
+        site.servers.append(tls)
+        yield tls.start()
+
+
+@pytest.mark.parametrize(
+    ("sni", "host"),
+    [
+        ("a.example", "a.example"),
+        ("a.example", "shop.a.example"),  # a wildcard authority of the same tenant
+        ("www.a.example", "a.example"),
+        ("b.example", "b.example"),
+        (None, "b.example"),  # no SNI: nothing to check
+    ],
+)
+def test_an_sni_name_of_the_hosts_tenant_is_served(server: TLSServer, sni: str | None, host: str) -> None:
+    response = server.get(host, sni)
+    assert response.status == 200, response
+    assert response.json()["tenant"] == {"a": "alpha", "b": "beta"}[host.rsplit(".", 2)[-2]]
+
+
+@pytest.mark.parametrize(("sni", "host"), [("a.example", "b.example"), ("b.example", "shop.a.example")])
+def test_a_connection_opened_for_another_tenant_is_misdirected(server: TLSServer, sni: str, host: str) -> None:
+    response = server.get(host, sni)
+    assert response.status == 421, response
+    assert response.header("Cache-Control") == "no-store"
+    assert response.json()["error"] == "misdirected_request"
+    # The refusal names neither tenant nor host.
+    assert b"a.example" not in response.body
+    assert b"b.example" not in response.body
+
+
+def test_the_request_is_https_and_health_checks_pass_whatever_the_sni(server: TLSServer) -> None:
+    # An https-only authority: gunicorn's TLS makes request.is_secure() true.
+    assert server.get("secure.b.example", "b.example").status == 200
+    assert server.get("b.example", "a.example", "/healthz").status == 200
+    # A Host the connection was opened for, but no tenant claims: the usual 421.
+    assert server.get("unknown.example", "unknown.example").status == 421

@@ -242,6 +242,7 @@ def test_bad_hosts_are_field_errors_and_store_nothing(staff: Client, typed: str,
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
     assert says in " ".join(errors.get(field, [])), errors
+    assert len(errors[field]) == 1, errors  # one clear message, not a second opinion
     assert not Authority.objects.exists()
 
 

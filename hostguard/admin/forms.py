@@ -11,8 +11,9 @@ import re
 from typing import Any, ClassVar
 
 from django import forms
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.http import HttpRequest
+from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -32,7 +33,7 @@ from hostguard.models import Authority, Deployment, Tenant
 HOST_HELP = _(
     "Type or paste a host name (Unicode is fine: it is stored in punycode), *.example.com for every name "
     "under example.com, an IP address, host:port, or a whole URL such as https://shop.example:8443/path — "
-    "its scheme and port fill the fields beside it and the path is ignored."
+    "its scheme and port fill the scheme and port fields and the path is ignored."
 )
 PORT_HELP = _("A number from 1 to 65535. Leave blank to accept any port.")
 SCHEME_HELP = _("http or https; “any” accepts both.")
@@ -71,8 +72,8 @@ class HostField(forms.CharField):
 class AuthorityForm(forms.ModelForm):
     """One authority; the host box may carry the scheme and port (a pasted URL)."""
 
-    host = HostField(label=_("host"))
-    port = PortField(label=_("port"), help_text=PORT_HELP)
+    host = HostField(label=capfirst(_("host")))
+    port = PortField(label=capfirst(_("port")), help_text=PORT_HELP)
 
     #: Set by the admin so the lockout guard can see which host serves the page.
     request: ClassVar[HttpRequest | None] = None
@@ -90,6 +91,18 @@ class AuthorityForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spec: AuthoritySpec | None = None
+
+    def _update_errors(self, errors: ValidationError) -> None:
+        # The model re-validates the host it was given; when the form already said
+        # what is wrong with the host box, its second opinion ("Enter a host name.",
+        # about the empty value it got instead) only confuses.
+        if hasattr(errors, "error_dict"):
+            for field in [name for name in errors.error_dict if name != NON_FIELD_ERRORS]:
+                if field in self.errors:
+                    del errors.error_dict[field]
+            if not errors.error_dict:
+                return
+        super()._update_errors(errors)  # type: ignore[misc]
 
     def clean_host(self) -> str:
         text = self.cleaned_data["host"]
@@ -163,6 +176,11 @@ class AuthorityInlineForm(AuthorityForm):
 
     class Meta(AuthorityForm.Meta):
         fields = ["host", "scheme", "port", "is_active", "note"]
+        widgets = {"note": forms.TextInput(attrs={"size": 16})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["host"].widget.attrs["size"] = 30
 
 
 class AuthorityInlineFormSet(forms.BaseInlineFormSet):
@@ -294,7 +312,7 @@ class MoveTenantsForm(forms.Form):
 
     deployment = forms.ModelChoiceField(
         queryset=Deployment.objects.all(),
-        label=_("move to deployment"),
+        label=_("Move to deployment"),
         help_text=_("Every selected tenant, and all of its hosts, will be served by this deployment from now on."),
         empty_label=None,
     )
@@ -330,7 +348,7 @@ class CheckHostForm(forms.Form):
     """The "Check a host" page: what a request for this host would get, right now."""
 
     host = forms.CharField(
-        label=_("host"),
+        label=_("Host"),
         max_length=2048,
         help_text=_(
             "The Host header as a client sends it (shop.example, shop.example:8443), a Unicode name, or a "
@@ -340,13 +358,13 @@ class CheckHostForm(forms.Form):
         widget=forms.TextInput(attrs={"size": 50, "autofocus": True, "autocapitalize": "none", "spellcheck": "false"}),
     )
     scheme = forms.ChoiceField(
-        label=_("scheme"),
+        label=_("Scheme"),
         required=False,
         choices=[("", _("as in the URL, else https")), ("https", "https"), ("http", "http")],
         help_text=_("The scheme the request arrives with (after TLS termination)."),
     )
     port = PortField(
-        label=_("port"),
+        label=_("Port"),
         help_text=_("Leave blank to use the port in the host, or the scheme's default (80 or 443)."),
     )
 

@@ -20,9 +20,17 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 
-from hostguard.admin.reasons import explain
 from hostguard.conf import always_allowed, derived
-from hostguard.policy import ALLOW, Decision, Snapshot
+from hostguard.policy import (
+    ALLOW,
+    INACTIVE,
+    OTHER_DEPLOYMENT,
+    PORT_MISMATCH,
+    SCHEME_MISMATCH,
+    UNKNOWN_HOST,
+    Decision,
+    Snapshot,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,27 +133,32 @@ def refusal(request: HttpRequest | None, edit: Edit, using: str | None = None) -
     after = decide_after(decision, edit(current_claims(decision.host, using)))
     if after.verdict == ALLOW:
         return None
-    because = explain(
-        after.reason,
-        host=decision.host,
-        port=decision.port,
-        scheme=decision.scheme,
-        authority=after.authority,
-        tenant=after.tenant_slug,
-        deployment=after.deployment,
-        here=derived.deployment or "",
-    )
+    because = _consequence(after, decision.host)
     return _(
         "Refused: you are using this admin through %(host)s, which the authority %(authority)s of the "
         "tenant “%(tenant)s” serves. After this change %(host)s would be answered 421 Misdirected Request "
-        "(%(because)s) and you would be locked out of this page. Nothing was changed. Make this change "
-        "through a host listed in HOSTGUARD_ALWAYS_ALLOW or another tenant's host."
-    ) % {
-        "host": decision.host,
-        "authority": decision.authority,
-        "tenant": decision.tenant_slug,
-        "because": because.rstrip("."),
-    }
+        "because %(because)s, and this page would lock you out. Nothing was changed. To make this change, "
+        "use the admin through a host listed in HOSTGUARD_ALWAYS_ALLOW or through another tenant's host."
+    ) % {"host": decision.host, "authority": decision.authority, "tenant": decision.tenant_slug, "because": because}
+
+
+def _consequence(after: Decision, host: str) -> str:
+    if after.reason == UNKNOWN_HOST:
+        return _("no authority would claim it")
+    if after.reason in (PORT_MISMATCH, SCHEME_MISMATCH):
+        return _("no authority would admit its port and scheme")
+    if after.reason == INACTIVE:
+        return _("the authority %(authority)s or its tenant “%(tenant)s” would be inactive") % {
+            "authority": after.authority,
+            "tenant": after.tenant_slug,
+        }
+    if after.reason == OTHER_DEPLOYMENT:
+        return _("its tenant “%(tenant)s” would be served by the deployment “%(deployment)s”, not “%(here)s”") % {
+            "tenant": after.tenant_slug,
+            "deployment": after.deployment,
+            "here": derived.deployment or "",
+        }
+    return after.reason
 
 
 # --- edits: how a write changes the claims ------------------------------------------------

@@ -1,0 +1,222 @@
+"""Staff drive the hostguard admin in a real browser (Chromium through Playwright).
+
+Against pytest-django's live server on loopback. The browser reaches it as
+``localhost`` (in ``HOSTGUARD_ALWAYS_ALLOW``) and, through Chromium's host resolver
+rules, as the tenant host ``acme.test`` — sending ``Host: acme.test:PORT`` exactly
+as it would for a real customer domain. Screenshots of every page land in
+``tests/screenshots/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.db import connection
+
+from hostguard.models import Authority, Deployment, Tenant
+from tests.browser import chromium, screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "correct horse battery staple"
+VIEWPORT = {"width": 1440, "height": 900}
+
+
+@pytest.fixture(autouse=True)
+def _settings(settings: Any) -> None:
+    settings.HOSTGUARD_DEPLOYMENT = "local"
+    settings.HOSTGUARD_ALWAYS_ALLOW = ["localhost"]
+    settings.HOSTGUARD_MODE = "enforce"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_background_connections(django_db_blocker: Any) -> Iterator[None]:
+    """End the database sessions hostguard's background threads opened during these tests.
+
+    The live server's commits wake the policy poller and the audit writer, each of
+    which keeps a connection in its own thread; on PostgreSQL those sessions would
+    keep the test database from being dropped at the end of the run.
+    """
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    # Playwright's sync API keeps an event loop in this thread, which makes Django
+    # refuse ORM calls from the test body; no Django code runs on that loop.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with chromium({"acme.test": "127.0.0.1", "nobody.test": "127.0.0.1"}) as launched:
+        yield launched
+
+
+@pytest.fixture
+def site(live_server: Any, django_user_model: Any) -> dict[str, str]:
+    django_user_model.objects.create_superuser("admin", "admin@example.com", PASSWORD)
+    Deployment.objects.create(name="local", description="This process (HOSTGUARD_DEPLOYMENT).")
+    Deployment.objects.create(name="eu-2", description="The Frankfurt fleet.")
+    port = live_server.url.rsplit(":", 1)[1]
+    return {"admin": live_server.url, "tenant": f"http://acme.test:{port}", "stranger": f"http://nobody.test:{port}"}
+
+
+def log_in(page: Any, base: str, next_path: str) -> None:
+    page.goto(f"{base}/admin/login/?next={next_path}")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{base}{next_path}")
+
+
+def expect_styled_admin(page: Any) -> None:
+    """The admin's CSS loaded (no bare HTML) and the page is not an error page."""
+    header_color = page.eval_on_selector("#header", "e => getComputedStyle(e).backgroundColor")
+    assert header_color not in ("rgba(0, 0, 0, 0)", "transparent"), header_color
+    assert "Server Error" not in page.title()
+
+
+def test_staff_tour(browser: Any, site: dict[str, str]) -> None:
+    page = browser.new_page(viewport=VIEWPORT)
+    base = site["admin"]
+
+    page.goto(f"{base}/admin/login/?next=/admin/hostguard/")
+    screenshot(page, "01-login")
+    log_in(page, base, "/admin/hostguard/")
+    expect_styled_admin(page)
+    assert page.is_visible("text=Check a host")
+    screenshot(page, "02-app-index", readme=True)
+
+    # A tenant with two hosts typed the way staff have them: Unicode, and a pasted URL.
+    page.goto(f"{base}/admin/hostguard/tenant/add/")
+    page.locator("#id_name").press_sequentially("Acme")
+    assert page.input_value("#id_slug") == "acme"  # prepopulated as the name is typed
+    page.select_option("#id_deployment", label="local")
+    page.fill("#id_authorities-0-host", "Bücher.Example")
+    page.click(".add-row a")
+    page.fill("#id_authorities-1-host", "https://Shop.Example:8443/path?q")
+    screenshot(page, "03-tenant-add")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+    stored = {
+        (
+            page.input_value(f"#id_authorities-{n}-host"),
+            page.input_value(f"#id_authorities-{n}-scheme"),
+            page.input_value(f"#id_authorities-{n}-port"),
+        )
+        for n in range(2)
+    }
+    assert stored == {("xn--bcher-kva.example", "", ""), ("shop.example", "https", "8443")}
+    unicode_forms = {text.strip() for text in page.locator("td.field-unicode_authority").all_inner_texts()}
+    assert {"bücher.example", "https://shop.example:8443"} <= unicode_forms
+    expect_styled_admin(page)
+    screenshot(page, "04-tenant-saved", readme=True)
+    acme = Tenant.objects.get(slug="acme")
+    assert sorted(str(a) for a in acme.authorities.all()) == ["https://shop.example:8443", "xn--bcher-kva.example"]
+
+    # A bad host is a field error, not a traceback, and stores nothing.
+    page.goto(f"{base}/admin/hostguard/authority/add/?tenant={acme.pk}")
+    page.fill("#id_host", "shop.*.example")
+    page.click("input[name=_save]")
+    assert page.inner_text(".field-host .errorlist") == (
+        "A wildcard is allowed only as the whole leftmost label, as in *.example.com."
+    )
+    screenshot(page, "05-authority-error")
+
+    # The host staff will browse the admin through, added with the authority form.
+    page.goto(f"{base}/admin/hostguard/authority/add/?tenant={acme.pk}")
+    page.fill("#id_host", "acme.test")
+    page.click("input[name=_save]")
+    page.wait_for_selector(".messagelist .success")
+    listing = page.inner_text("#result_list")
+    assert "https://shop.example:8443" in listing
+    assert "bücher.example" in listing
+    assert "local (this process)" in listing
+    screenshot(page, "06-authority-list", readme=True)
+
+    # The check page: the live verdict, in words.
+    page.goto(f"{base}/admin/hostguard/authority/check/")
+    page.fill("#id_host", "bücher.example")
+    page.click("input[type=submit][value=Check]")
+    assert page.inner_text("#verdict").startswith("Served")
+    assert "xn--bcher-kva.example" in page.inner_text("#check-result")
+    assert "Acme" in page.inner_text("#check-result")
+    expect_styled_admin(page)
+    screenshot(page, "07-check-served", readme=True)
+    page.fill("#id_host", "https://shop.example/")
+    page.click("input[type=submit][value=Check]")
+    assert "421 Misdirected Request" in page.inner_text("#verdict")
+    assert "none of them on port 443" in page.inner_text("#explanation")
+    screenshot(page, "08-check-port-mismatch")
+
+    # A stranger's host gets the 421 page, and the audit log records it.
+    stranger = browser.new_page(viewport=VIEWPORT)
+    response = stranger.goto(f"{site['stranger']}/some/path")
+    assert response.status == 421
+    screenshot(stranger, "09-stranger-421")
+    stranger.close()
+    if mismatch_log_admin_exists():
+        from hostguard import audit
+
+        audit.flush()
+        page.goto(f"{base}/admin/hostguard/mismatchlog/")
+        expect_styled_admin(page)
+        assert "nobody.test" in page.inner_text("#result_list")
+        screenshot(page, "10-mismatch-log", readme=True)
+
+
+def mismatch_log_admin_exists() -> bool:
+    return any(model.__name__ == "MismatchLog" for model in admin.site._registry)
+
+
+def test_lockout_guard_in_the_browser(browser: Any, site: dict[str, str]) -> None:
+    acme = Tenant.objects.create(name="Acme", slug="acme", deployment=Deployment.objects.get(name="local"))
+    serving = Authority.objects.create(tenant=acme, host="acme.test")
+    Authority.objects.create(tenant=acme, host="www.acme.test")
+
+    # Through the tenant's own host: Chromium sends Host: acme.test:PORT.
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    base = site["tenant"]
+    log_in(page, base, "/admin/hostguard/authority/")
+    expect_styled_admin(page)
+
+    page.click("#result_list a:text-is('acme.test')")
+    page.click("a.deletelink")
+    error = page.inner_text(".messagelist .error")
+    assert "you are using this admin through acme.test" in error
+    assert "Nothing was changed" in error
+    assert re.search(r"/authority/\d+/change/$", page.url)
+    expect_styled_admin(page)
+    screenshot(page, "11-lockout-delete", readme=True)
+    assert Authority.objects.filter(pk=serving.pk).exists()
+
+    # Moving the tenant away is refused on the review page, before anything moves.
+    page.goto(f"{base}/admin/hostguard/tenant/")
+    page.check(f"input[name=_selected_action][value='{acme.pk}']")
+    page.select_option("select[name=action]", "move_to_deployment")
+    page.click("button[name=index]")
+    page.select_option("#id_deployment", label="eu-2")
+    page.click("input[type=submit].default")
+    assert "you are using this admin through acme.test" in page.inner_text("#move-refusal")
+    assert page.is_visible("#moving-hosts")
+    assert not page.is_visible("text=Yes, move them")
+    screenshot(page, "12-lockout-move", readme=True)
+    acme.refresh_from_db()
+    assert acme.deployment.name == "local"
+
+    # A harmless delete through the same host goes through.
+    other = Authority.objects.get(host="www.acme.test")
+    page.goto(f"{base}/admin/hostguard/authority/{other.pk}/delete/")
+    page.click("input[type=submit]")
+    page.wait_for_selector(".messagelist .success")
+    assert not Authority.objects.filter(pk=other.pk).exists()
+    context.close()

@@ -26,6 +26,10 @@ HOSTGUARD_ALWAYS_ALLOW = env.list("HOSTGUARD_ALWAYS_ALLOW", default=["localhost"
 HOSTGUARD_EXEMPT_PATHS = ["/healthz"]
 HOSTGUARD_JSON_PATHS = ["/api/"]
 HOSTGUARD_REFRESH_SECONDS = env.float("HOSTGUARD_REFRESH_SECONDS", default=2.0)
+# TLS ending at a proxy (README "Deploying"): the header carrying the SNI name,
+# honoured only from these peers (addresses or CIDRs of REMOTE_ADDR).
+HOSTGUARD_SNI_HEADER = env.str("HOSTGUARD_SNI_HEADER", default="") or None
+HOSTGUARD_TRUSTED_PROXIES = env.list("HOSTGUARD_TRUSTED_PROXIES", default=[])
 # "report" logs and records would-be 421s but lets the requests through (rollout).
 HOSTGUARD_MODE = env.str("HOSTGUARD_MODE", default="enforce")
 HOSTGUARD_AUDIT_FLUSH_SECONDS = env.float("HOSTGUARD_AUDIT_FLUSH_SECONDS", default=1.0)

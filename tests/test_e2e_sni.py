@@ -155,3 +155,20 @@ def test_the_request_is_https_and_health_checks_pass_whatever_the_sni(server: TL
     assert server.get("b.example", "a.example", "/healthz").status == 200
     # A Host the connection was opened for, but no tenant claims: the usual 421.
     assert server.get("unknown.example", "unknown.example").status == 421
+
+
+def test_behind_a_tls_proxy_the_trusted_sni_header_decides_the_same(tmp_path: Path) -> None:
+    # What nginx sends with `proxy_set_header X-Forwarded-SNI $ssl_server_name;`.
+    with Site(tmp_path, deployment="eu-1") as site:
+        site.load(DATA)
+        proxied = {"HOSTGUARD_SNI_HEADER": "X-Forwarded-SNI", "HOSTGUARD_TRUSTED_PROXIES": "127.0.0.1"}
+        with site.server(workers=1, env=proxied) as plain:
+
+            def status(host: str, sni: str) -> int:
+                return plain.request(
+                    http_request("GET", "/api/ping", host=host, headers=[("X-Forwarded-SNI", sni)])
+                ).status
+
+            assert status("b.example", "a.example") == 421
+            assert status("shop.a.example", "a.example") == 200
+            assert status("b.example", "") == 200  # $ssl_server_name is empty without SNI

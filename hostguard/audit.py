@@ -335,7 +335,9 @@ class Recorder:
                 )
             if not batch:
                 return 0
-            items = sorted(batch.items(), key=lambda item: item[1].first)
+            # One order in every process, so that concurrent batches lock rows in the
+            # same order and cannot deadlock each other.
+            items = sorted(batch.items(), key=_lock_order)
             written = 0
             for offset in range(0, len(items), BATCH_SIZE):
                 chunk = items[offset : offset + BATCH_SIZE]
@@ -389,12 +391,15 @@ class Recorder:
             thread.start()
 
     def _run(self) -> None:
-        while not self._stopping:
-            self._wakeup.wait(conf.AUDIT_FLUSH_SECONDS)
-            self._wakeup.clear()
-            if self._stopping:
-                return
-            self.flush()
+        try:
+            while not self._stopping:
+                self._wakeup.wait(conf.AUDIT_FLUSH_SECONDS)
+                self._wakeup.clear()
+                if self._stopping:
+                    return
+                self.flush()
+        finally:
+            connections.close_all()  # this thread's connections only
 
     def shutdown(self) -> None:
         """Stop the background thread and write everything buffered (graceful exit)."""
@@ -436,6 +441,11 @@ class Recorder:
             self._stopping = False
             if self._thread is not None and not self._thread.is_alive():
                 self._thread = None
+
+
+def _lock_order(item: tuple[Key, _Entry]) -> tuple[str, str, str, int, str, int]:
+    deployment, reason, host, port, scheme, start = item[0]
+    return (deployment, reason, host, -1 if port is None else port, scheme, start)
 
 
 def _as_datetime(timestamp: float) -> datetime:

@@ -111,7 +111,7 @@ def request_authority(request: HttpRequest, scheme: str) -> HostPort:
         parsed_target = parse_host_header(target_authority)
         if raw is None:
             # HTTP/1.1 requires Host (RFC 9112 §3.2); only 1.0 may rely on the target.
-            if meta.get("SERVER_PROTOCOL") != "HTTP/1.0":
+            if _protocol(request) != "HTTP/1.0":
                 raise MalformedHost("")
             raw = target_authority
         elif not _same_authority(parse_host_header(raw), scheme, parsed_target, target_scheme):
@@ -133,7 +133,9 @@ def request_authority(request: HttpRequest, scheme: str) -> HostPort:
 
 def _absolute_target(meta: dict[str, Any]) -> tuple[str, str] | None:
     """(scheme, authority) of an absolute-form request target, if the server passed one."""
-    uri = meta.get("RAW_URI") or meta.get("REQUEST_URI")
+    # WSGI servers pass the target as RAW_URI (gunicorn) or REQUEST_URI (uWSGI,
+    # mod_wsgi); uvicorn's h11 parser leaves an absolute-form target in the path.
+    uri = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
     if not uri or uri[0] == "/" or uri == "*":
         return None
     scheme, sep, rest = uri.partition("://")
@@ -143,6 +145,13 @@ def _absolute_target(meta: dict[str, Any]) -> tuple[str, str] | None:
     for delimiter in "/?#":
         authority = authority.partition(delimiter)[0]
     return scheme.lower(), authority
+
+
+def _protocol(request: HttpRequest) -> str:
+    scope = getattr(request, "scope", None)  # ASGI requests carry no SERVER_PROTOCOL
+    if scope is not None:
+        return "HTTP/%s" % scope.get("http_version", "1.1")
+    return str(request.META.get("SERVER_PROTOCOL", ""))
 
 
 def _same_authority(host: HostPort, scheme: str, target: HostPort, target_scheme: str) -> bool:

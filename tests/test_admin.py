@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.messages import get_messages
+from django.db import connection, connections
 from django.db.models.signals import pre_save
 from django.test import Client
 from django.urls import reverse
@@ -26,6 +29,22 @@ def _settings(settings: Any) -> None:
     settings.HOSTGUARD_DEPLOYMENT = HERE
     settings.HOSTGUARD_ALWAYS_ALLOW = [ADMIN_HOST]
     settings.HOSTGUARD_MODE = "enforce"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_background_connections(django_db_blocker: Any) -> Iterator[None]:
+    """End the sessions hostguard's background threads opened (woken by committed writes).
+
+    On PostgreSQL they would keep the test database from being dropped at the end.
+    """
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -329,6 +348,39 @@ def test_a_claim_race_lost_once_is_retried_and_saved(staff: Client) -> None:
     assert response.status_code == 302
     # The racing insert was rolled back with the failed attempt; the retry saved ours.
     assert Authority.objects.get().tenant == acme
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_committed_by_another_connection_mid_save_is_a_form_error(staff: Client) -> None:
+    """A real race: another connection commits the same claim between our validation and our INSERT."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs a second connection that commits while the first is in a transaction: PostgreSQL")
+    acme, globex = tenant("acme"), tenant("globex")
+    raced: list[str] = []
+
+    def other_process(host: str) -> None:
+        try:
+            Authority.objects.create(tenant=globex, host=host)
+        finally:
+            connections.close_all()
+
+    def racing_writer(sender: Any, instance: Authority, **kwargs: Any) -> None:
+        if instance.tenant_id == acme.pk and not raced:
+            raced.append(instance.host)
+            thread = threading.Thread(target=other_process, args=(instance.host,))
+            thread.start()
+            thread.join(10)
+
+    pre_save.connect(racing_writer, sender=Authority)
+    try:
+        response = staff.post(url("authority_add"), authority_post("shop.example", acme))
+    finally:
+        pre_save.disconnect(racing_writer, sender=Authority)
+    assert raced == ["shop.example"]
+    assert response.status_code == 200
+    errors = " ".join(response.context["adminform"].form.errors["host"])
+    assert "shop.example is already claimed by the tenant “Globex”" in errors
+    assert list(Authority.objects.values_list("tenant__slug", flat=True)) == ["globex"]
 
 
 def test_every_form_field_has_help_text(staff: Client, acme: Tenant) -> None:

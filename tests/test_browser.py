@@ -93,7 +93,7 @@ def test_staff_tour(browser: Any, site: dict[str, str]) -> None:
     log_in(page, base, "/admin/hostguard/")
     expect_styled_admin(page)
     assert page.is_visible("text=Check a host")
-    screenshot(page, "02-app-index", readme=True)
+    screenshot(page, "02-app-index")
 
     # A tenant with two hosts typed the way staff have them: Unicode, and a pasted URL.
     page.goto(f"{base}/admin/hostguard/tenant/add/")
@@ -170,7 +170,7 @@ def test_staff_tour(browser: Any, site: dict[str, str]) -> None:
         page.goto(f"{base}/admin/hostguard/mismatchlog/")
         expect_styled_admin(page)
         assert "nobody.test" in page.inner_text("#result_list")
-        screenshot(page, "10-mismatch-log", readme=True)
+        screenshot(page, "10-mismatch-log")
 
 
 def mismatch_log_admin_exists() -> bool:
@@ -209,7 +209,7 @@ def test_lockout_guard_in_the_browser(browser: Any, site: dict[str, str]) -> Non
     assert "you are using this admin through acme.test" in page.inner_text("#move-refusal")
     assert page.is_visible("#moving-hosts")
     assert not page.is_visible("text=Yes, move them")
-    screenshot(page, "12-lockout-move", readme=True)
+    screenshot(page, "12-lockout-move")
     acme.refresh_from_db()
     assert acme.deployment.name == "local"
 

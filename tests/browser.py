@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = os.environ.get("HOSTGUARD_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("BROWSER_TESTS_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 README_SCREENSHOTS = Path(__file__).resolve().parent / "readme_screenshots"
 ARGS = [

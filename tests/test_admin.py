@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.messages import get_messages
 from django.db import connection, connections
@@ -350,11 +351,13 @@ def test_a_claim_race_lost_once_is_retried_and_saved(staff: Client) -> None:
     assert Authority.objects.get().tenant == acme
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    "postgresql" not in django_settings.DATABASES["default"]["ENGINE"],
+    reason="needs a second connection that commits while the first is in a transaction: PostgreSQL",
+)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_claim_committed_by_another_connection_mid_save_is_a_form_error(staff: Client) -> None:
     """A real race: another connection commits the same claim between our validation and our INSERT."""
-    if connection.vendor != "postgresql":
-        pytest.skip("needs a second connection that commits while the first is in a transaction: PostgreSQL")
     acme, globex = tenant("acme"), tenant("globex")
     raced: list[str] = []
 

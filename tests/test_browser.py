@@ -20,7 +20,9 @@ from django.db import connection
 from hostguard.models import Authority, Deployment, Tenant
 from tests.browser import chromium, screenshot
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+# serialized_rollback: the flush after a transactional test must not recreate content
+# types under new ids, or a later serialized_rollback test cannot restore them.
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 PASSWORD = "correct horse battery staple"
 VIEWPORT = {"width": 1440, "height": 900}

@@ -248,7 +248,7 @@ class TestBounds:
         assert totals() == {"unknown_host": 600 - recorder.dropped}
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 class TestDatabaseFailures:
     def test_a_failed_flush_keeps_every_event_for_the_next_one(self, caplog: pytest.LogCaptureFixture) -> None:
         now = window_now()

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, close_old_connections, connections, router, transaction
 from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
@@ -398,6 +398,8 @@ class Recorder:
                 if self._stopping:
                     return
                 self.flush()
+                # Honour CONN_MAX_AGE in this thread as Django does for requests.
+                close_old_connections()
         finally:
             connections.close_all()  # this thread's connections only
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -323,6 +323,9 @@ class Policy:
                     logger.info("hostguard policy reloaded: %d authorities", self.size)
             except Exception:
                 self._warn("hostguard could not refresh its policy; %s")
+            # Keep this thread's connection only as long as CONN_MAX_AGE allows, as
+            # Django does for request threads: no idle connection per worker forever.
+            close_old_connections()
 
     def _start_poller(self) -> None:
         with _POLLER_LOCK:

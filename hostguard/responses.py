@@ -88,6 +88,11 @@ def _response(request: HttpRequest, status: int, template: str, title: str, deta
     response["Content-Language"] = language
     # A 421 or 400 describes this connection, not the resource: never cache it.
     response["Cache-Control"] = "no-store"
+    # hostguard logs its refusals itself, summarised (hostguard.mismatch) and its
+    # outages once per refresh interval (hostguard.policy). Django's own line per
+    # response would be one WARNING per 421/400, and one ERROR mailed to ADMINS per
+    # 503 for the whole length of a database outage.
+    response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 
@@ -116,10 +121,6 @@ def unavailable(request: HttpRequest, retry_after: int) -> HttpResponse:
         request, 503, "hostguard/503.html", UNAVAILABLE_TITLE, UNAVAILABLE_DETAIL, "service_unavailable"
     )
     response["Retry-After"] = str(retry_after)
-    # hostguard.policy already warns once per refresh interval; Django's own
-    # "Service Unavailable" line would be an ERROR per request, mailed to ADMINS
-    # for the whole length of a database outage.
-    response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 

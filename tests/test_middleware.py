@@ -213,6 +213,12 @@ class TestResponses:
         response = client.post("/admin/login/", {"username": "x"}, headers={"host": "evil.example"})
         assert response.status_code == 421
 
+    def test_refusals_are_not_logged_again_by_django(self, client: Client, caplog: Any) -> None:
+        with caplog.at_level("INFO", logger="django.request"):
+            for host in ("evil.example", "a..b", "evil.example"):
+                get(client, host, path="/")
+        assert [r for r in caplog.records if r.name == "django.request"] == []
+
     def test_template_is_overridable(self, client: Client, tmp_path: Any, settings: Any) -> None:
         (tmp_path / "hostguard").mkdir()
         (tmp_path / "hostguard" / "421.html").write_text("<p>Our own 421 page</p>")

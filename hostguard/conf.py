@@ -149,6 +149,25 @@ class Derived:
         return bool(getattr(settings, "USE_X_FORWARDED_PORT", False))
 
     @cached_property
+    def host_alone(self) -> bool:
+        """Whether the Host header alone names the authority (no X-Forwarded-* trusted)."""
+        return not (self.trust_forwarded_host or self.trust_forwarded_port)
+
+    @cached_property
+    def allowed(self) -> dict[Any, Any]:
+        """The allow path's memo: (Host header, scheme) → (snapshot, its allow decision).
+
+        Here, so that a settings change empties it; each entry names its snapshot, so
+        a policy refresh retires it (see ``hostguard.middleware``).
+        """
+        return {}
+
+    @cached_property
+    def proxy_ssl_header(self) -> Any:
+        """Django's ``SECURE_PROXY_SSL_HEADER``: ``None`` lets the gate read the scheme directly."""
+        return getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+
+    @cached_property
     def sni_meta_key(self) -> str | None:
         """The ``request.META`` key of ``HOSTGUARD_SNI_HEADER`` ("X-Forwarded-SNI" → HTTP_X_FORWARDED_SNI)."""
         header = conf.SNI_HEADER
@@ -187,11 +206,13 @@ def always_allowed(host: str) -> bool:
     exact, suffixes, allow_all = derived.always_allow
     if allow_all or host in exact:
         return True
+    if not suffixes:
+        return False
     # ".example.com" admits example.com and every name under it, as ALLOWED_HOSTS does.
     return any(host.endswith(suffix) or host == suffix[1:] for suffix in suffixes)
 
 
 @receiver(setting_changed)
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting.startswith(("HOSTGUARD_", "USE_X_FORWARDED")):
+    if setting.startswith(("HOSTGUARD_", "USE_X_FORWARDED", "SECURE_PROXY_SSL_HEADER")):
         derived.clear()

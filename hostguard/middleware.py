@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
-from django.utils.functional import SimpleLazyObject
+from django.utils.functional import SimpleLazyObject, empty
 
 from hostguard import audit, responses, signals, sni
 from hostguard.conf import always_allowed, conf, derived
@@ -44,7 +46,8 @@ class HostGuardMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         response = self.gate(request, policy.current)
-        signals.send_host_mismatch(type(self), request)
+        if response is not None or derived.report_mode:  # nothing to signal for a plain allow
+            signals.send_host_mismatch(type(self), request)
         if response is not None:
             return response
         return self.get_response(request)
@@ -54,7 +57,8 @@ class HostGuardMiddleware:
         if snapshot is None:
             snapshot = await sync_to_async(policy.current)()
         response = self.gate(request, lambda: snapshot)
-        await signals.asend_host_mismatch(type(self), request)
+        if response is not None or derived.report_mode:
+            await signals.asend_host_mismatch(type(self), request)
         if response is not None:
             return response
         result: Awaitable[HttpResponse] = self.get_response(request)
@@ -67,25 +71,49 @@ class HostGuardMiddleware:
             request.hostguard = EXEMPT_DECISION  # type: ignore[attr-defined]
             request.tenant = None  # type: ignore[attr-defined]
             return None
-        scheme = "https" if request.is_secure() else "http"
-        try:
-            host, port = request_authority(request, scheme)
-        except MalformedHost as exc:
-            refusal = Decision(MALFORMED, MALFORMED_HOST, audit.raw_host(exc), scheme=scheme)
-            request.hostguard = refusal  # type: ignore[attr-defined]
-            audit.mismatch(request, refusal)
-            return responses.malformed(request)
-        effective_port = port if port is not None else DEFAULT_PORTS[scheme]
-        if always_allowed(host):
-            request.hostguard = Decision(ALLOW, "", host, effective_port, scheme)  # type: ignore[attr-defined]
-            request.tenant = None  # type: ignore[attr-defined]
-            return None
-        snapshot = get_snapshot()
-        if snapshot is None:
-            return responses.unavailable(request, max(1, math.ceil(conf.REFRESH_SECONDS)))
-        decision = snapshot.decide(host, effective_port, scheme, derived.deployment)
-        if decision.verdict == ALLOW:
-            decision = sni.check(request.META, snapshot, decision)
+        meta = request.META
+        if derived.proxy_ssl_header is None and type(request) is WSGIRequest:
+            # What is_secure() answers here, without its settings lookup.
+            scheme = "https" if meta.get("wsgi.url_scheme") == "https" else "http"
+        else:
+            scheme = "https" if request.is_secure() else "http"
+        # Served hosts repeat on every request. Parsing, HOSTGUARD_ALWAYS_ALLOW and the
+        # policy lookup are functions of the Host header, the scheme, the settings and
+        # the snapshot, so an allow is remembered per (Host, scheme) for one snapshot.
+        remembered = derived.allowed.get((meta.get("HTTP_HOST"), scheme)) if derived.host_alone else None
+        # As _absolute_target reads it: uvicorn leaves an absolute-form target in PATH_INFO.
+        target = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
+        snapshot: Snapshot | None
+        if remembered is not None and remembered[0] is policy.ready() and (not target or target[0] == "/"):
+            snapshot, decision, load_tenant = remembered
+            if sni.ENVIRON_KEY not in meta and derived.sni_meta_key is None:
+                request.hostguard = decision  # type: ignore[attr-defined]
+                request.tenant = LazyTenant(load_tenant)  # type: ignore[attr-defined]
+                return None
+        else:
+            try:
+                host, port = request_authority(request, scheme)
+            except MalformedHost as exc:
+                refusal = Decision(MALFORMED, MALFORMED_HOST, audit.raw_host(exc), scheme=scheme)
+                request.hostguard = refusal  # type: ignore[attr-defined]
+                audit.mismatch(request, refusal)
+                return responses.malformed(request)
+            effective_port = port if port is not None else DEFAULT_PORTS[scheme]
+            if always_allowed(host):
+                request.hostguard = Decision(ALLOW, "", host, effective_port, scheme)  # type: ignore[attr-defined]
+                request.tenant = None  # type: ignore[attr-defined]
+                return None
+            snapshot = get_snapshot()
+            if snapshot is None:
+                return responses.unavailable(request, max(1, math.ceil(conf.REFRESH_SECONDS)))
+            decision = snapshot.decide(host, effective_port, scheme, derived.deployment)
+            load_tenant = None
+            if decision.verdict == ALLOW:
+                load_tenant = partial(_load_tenant, decision.tenant_id)
+                _remember(meta, scheme, target, snapshot, decision, load_tenant)
+        # sni.check leaves the decision as it is when neither source of an SNI name is there.
+        if decision.verdict == ALLOW and (sni.ENVIRON_KEY in meta or derived.sni_meta_key is not None):
+            decision = sni.check(meta, snapshot, decision)
         if decision.verdict != ALLOW and derived.report_mode:
             # Report-only: count and log the would-be 421, then serve the request.
             decision = replace(decision, reported=True)
@@ -93,12 +121,34 @@ class HostGuardMiddleware:
         if decision.verdict != ALLOW:
             audit.mismatch(request, decision)
         if decision.verdict == ALLOW or decision.reported:
-            tenant_id = decision.tenant_id
-            request.tenant = (  # type: ignore[attr-defined]
-                None if tenant_id is None else SimpleLazyObject(lambda: _load_tenant(tenant_id))
-            )
+            if load_tenant is None and decision.tenant_id is not None:
+                load_tenant = partial(_load_tenant, decision.tenant_id)
+            request.tenant = None if load_tenant is None else LazyTenant(load_tenant)  # type: ignore[attr-defined]
             return None
         return responses.misdirected(request)
+
+
+REMEMBERED_HOSTS = 4096
+_SNAPSHOT = object()  # the key under which derived.allowed names the snapshot it was filled from
+
+
+def _remember(
+    meta: dict[str, Any],
+    scheme: str,
+    target: str | None,
+    snapshot: Snapshot,
+    decision: Decision,
+    load_tenant: Callable[[], Any] | None,
+) -> None:
+    raw = meta.get("HTTP_HOST")
+    if raw is None or not derived.host_alone or (target and target[0] != "/"):
+        return  # an absolute-form target or a trusted X-Forwarded-* header took part
+    allowed = derived.allowed
+    if allowed.get(_SNAPSHOT) is not snapshot or len(allowed) > REMEMBERED_HOSTS:
+        # A new snapshot retires every entry: drop them, and the old snapshot with them.
+        allowed.clear()
+        allowed[_SNAPSHOT] = snapshot
+    allowed[(raw, scheme)] = (snapshot, decision, load_tenant)
 
 
 def request_authority(request: HttpRequest, scheme: str) -> HostPort:
@@ -122,13 +172,13 @@ def request_authority(request: HttpRequest, scheme: str) -> HostPort:
     # stands in for a missing one.
     if derived.trust_forwarded_host and "HTTP_X_FORWARDED_HOST" in meta:
         raw = meta["HTTP_X_FORWARDED_HOST"]
-    host, port = parse_host_header(raw)
+    parsed = parse_host_header(raw)
     if derived.trust_forwarded_port and "HTTP_X_FORWARDED_PORT" in meta:
         forwarded = meta["HTTP_X_FORWARDED_PORT"]
         if not forwarded.isascii() or not forwarded.isdigit() or not 1 <= int(forwarded) <= 65535:
             raise MalformedHost(forwarded)
-        port = int(forwarded)
-    return HostPort(host, port)
+        return HostPort(parsed.host, int(forwarded))
+    return parsed
 
 
 def _absolute_target(meta: dict[str, Any]) -> tuple[str, str] | None:
@@ -158,6 +208,18 @@ def _same_authority(host: HostPort, scheme: str, target: HostPort, target_scheme
     host_port = host.port if host.port is not None else DEFAULT_PORTS[scheme]
     target_port = target.port if target.port is not None else DEFAULT_PORTS.get(target_scheme)
     return host.host == target.host and host_port == target_port
+
+
+class LazyTenant(SimpleLazyObject):
+    """``request.tenant``: the allowed host's Tenant, read from the database on first use."""
+
+    # Not loaded yet. A class default instead of an instance attribute, and _setupfunc
+    # set past LazyObject's __setattr__ hook: SimpleLazyObject.__init__ costs more
+    # than the rest of the allow path.
+    _wrapped = empty
+
+    def __init__(self, func: Callable[[], Any]) -> None:
+        object.__setattr__(self, "_setupfunc", func)
 
 
 def _load_tenant(tenant_id: int | None) -> Any:

@@ -2,7 +2,7 @@
 
 Rendered without the request (no context processors, so no session, CSRF token or
 cookie is ever touched), never echoing the Host or naming a tenant, deployment or
-internal host. Bodies are cached per template and language once rendered.
+internal host. Bodies and headers are prepared once per template, format and language.
 """
 
 from __future__ import annotations
@@ -23,7 +23,22 @@ from hostguard.conf import derived
 JSON_TYPES = ("application/problem+json", "application/json")
 _NEGOTIATED = ("text/html", *JSON_TYPES)
 
-_bodies: dict[tuple[str, str, str], bytes] = {}
+# Per (template, status, JSON?, language, HEAD?): the body, its Content-Type and the
+# other headers, rendered once (outside DEBUG) — a refusal is answered at the cost of
+# the cheapest response Django can build.
+_prepared: dict[tuple[str, int, bool, str, bool], tuple[bytes, str, dict[str, Any] | None]] = {}
+# (language cookie, Accept-Language) → the language Django negotiates for them.
+_languages: dict[tuple[str | None, str], str] = {}
+_LANGUAGES_SIZE = 1024
+# (USE_I18N, LANGUAGE_CODE, LANGUAGE_COOKIE_NAME, DEBUG), read once per settings change.
+_settings: tuple[bool, str, str, bool] | None = None
+
+
+def _read_settings() -> tuple[bool, str, str, bool]:
+    global _settings
+    if _settings is None:
+        _settings = (settings.USE_I18N, settings.LANGUAGE_CODE, settings.LANGUAGE_COOKIE_NAME, settings.DEBUG)
+    return _settings
 
 
 def wants_json(request: HttpRequest) -> bool:
@@ -39,31 +54,32 @@ def wants_json(request: HttpRequest) -> bool:
         return False
 
 
-def _language(request: HttpRequest) -> str:
-    if not settings.USE_I18N:
-        return settings.LANGUAGE_CODE
-    try:
-        return translation.get_language_from_request(request)
-    except Exception:
-        return settings.LANGUAGE_CODE
+def _language(request: HttpRequest, use_i18n: bool, language_code: str, cookie_name: str) -> str:
+    """``get_language_from_request()``, remembered per language cookie and Accept-Language."""
+    if not use_i18n:
+        return language_code
+    meta = request.META
+    # A cookie whose name is not in the header cannot be there: skip parsing the cookies.
+    cookie = request.COOKIES.get(cookie_name) if cookie_name in meta.get("HTTP_COOKIE", "") else None
+    accept = meta.get("HTTP_ACCEPT_LANGUAGE", "")
+    key = (cookie, accept)
+    language = _languages.get(key)
+    if language is None:
+        try:
+            language = translation.get_language_from_request(request)
+        except Exception:
+            language = language_code
+        if len(_languages) >= _LANGUAGES_SIZE:
+            _languages.clear()
+        _languages[key] = language
+    return language
 
 
-def _body(kind: str, language: str, render: Any) -> bytes:
-    key = (kind, language, settings.LANGUAGE_CODE)
-    body = _bodies.get(key)
-    if body is None:
-        with translation.override(language):
-            body = render()
-        if not settings.DEBUG:
-            _bodies[key] = body
-    return body
-
-
-def _response(request: HttpRequest, status: int, template: str, title: str, detail: str, error: str) -> HttpResponse:
-    language = _language(request)
-    if wants_json(request):
-
-        def render() -> bytes:
+def _prepare(
+    status: int, template: str, title: str, detail: str, error: str, as_json: bool, language: str, head: bool
+) -> tuple[bytes, str, dict[str, Any] | None]:
+    with translation.override(language):
+        if as_json:
             problem = {
                 "type": "about:blank",
                 "title": gettext(title),
@@ -71,23 +87,45 @@ def _response(request: HttpRequest, status: int, template: str, title: str, deta
                 "detail": gettext(detail),
                 "error": error,
             }
-            return json.dumps(problem, ensure_ascii=False).encode()
-
-        body = _body(f"json:{status}", language, render)
-        content_type = "application/problem+json"
-    else:
-        body = _body(
-            template,
-            language,
-            lambda: render_to_string(template, {"status": status, "title": gettext(title)}).encode(),
-        )
-        content_type = "text/html; charset=utf-8"
-    response = HttpResponse(b"" if request.method == "HEAD" else body, status=status, content_type=content_type)
-    if request.method != "HEAD":
-        response["Content-Length"] = str(len(body))
-    response["Content-Language"] = language
+            body = json.dumps(problem, ensure_ascii=False).encode()
+            content_type = "application/problem+json"
+        else:
+            body = render_to_string(template, {"status": status, "title": gettext(title)}).encode()
+            content_type = "text/html; charset=utf-8"
+    # The headers as Django's own API checks and stores them, kept to be copied into
+    # each response: setting them one by one would double the cost of a refusal.
+    headers = HttpResponse(content_type=content_type)
+    if not head:
+        headers["Content-Length"] = str(len(body))
+    headers["Content-Language"] = language
     # A 421 or 400 describes this connection, not the resource: never cache it.
-    response["Cache-Control"] = "no-store"
+    headers["Cache-Control"] = "no-store"
+    store = getattr(headers.headers, "_store", None)
+    entries = {key: item for key, item in store.items() if key != "content-type"} if type(store) is dict else None
+    return (b"" if head else body), content_type, entries
+
+
+def _response(request: HttpRequest, status: int, template: str, title: str, detail: str, error: str) -> HttpResponse:
+    use_i18n, language_code, cookie_name, debug = _read_settings()
+    language = _language(request, use_i18n, language_code, cookie_name)
+    as_json = wants_json(request)
+    head = request.method == "HEAD"
+    key = (template, status, as_json, language, head)
+    prepared = _prepared.get(key)
+    if prepared is None:
+        prepared = _prepare(status, template, title, detail, error, as_json, language, head)
+        if not debug:
+            _prepared[key] = prepared
+    body, content_type, entries = prepared
+    response = HttpResponse(body, status=status, content_type=content_type)
+    store = getattr(response.headers, "_store", None)
+    if entries is not None and type(store) is dict:
+        store.update(entries)
+    else:  # a Django whose headers are kept differently: the public way
+        if not head:
+            response["Content-Length"] = str(len(body))
+        response["Content-Language"] = language
+        response["Cache-Control"] = "no-store"
     # hostguard logs its refusals itself, summarised (hostguard.mismatch) and its
     # outages once per refresh interval (hostguard.policy). Django's own line per
     # response would be one WARNING per 421/400, and one ERROR mailed to ADMINS per
@@ -126,4 +164,7 @@ def unavailable(request: HttpRequest, retry_after: int) -> HttpResponse:
 
 @receiver(setting_changed)
 def _on_setting_changed(**kwargs: Any) -> None:
-    _bodies.clear()
+    global _settings
+    _settings = None
+    _prepared.clear()
+    _languages.clear()

@@ -384,8 +384,9 @@ class Policy:
         transaction.on_commit(self._committed, using=using)
 
     def _committed(self) -> None:
+        # The next request in this process rebuilds at once. Waking the poller too
+        # would only race that rebuild with a second query on another connection.
         self._stale = True
-        self._wakeup.set()
 
     @contextmanager
     def batch(self) -> Iterator[None]:

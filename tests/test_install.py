@@ -3,7 +3,7 @@
 The end-to-end test reads the numbered list between the ``install-steps`` markers of
 README.md and follows it to the letter: ``# settings.py`` code blocks are appended
 to the new site's settings, ``json`` blocks are the files the next command names,
-and every ``$ command`` is run (``pip install hostguard`` installs the wheel just
+and every ``$ command`` is run (``pip install dist/hostguard-….whl`` installs the wheel just
 built, ``gunicorn`` serves on a free loopback port, ``curl`` is sent as raw HTTP),
 with the lines under a command being output it must print. A README step this test
 cannot follow fails it, so the README and the test cannot drift apart.
@@ -346,8 +346,10 @@ def test_install_into_a_new_site_following_the_readme(tmp_path: Path) -> None:
                 pending_json = None
             if program == "pip":
                 assert args[:1] == ["install"], f"the test cannot follow {command}"
-                assert "hostguard" in args, f"the test cannot follow {command}"
-                packages = [str(wheel) if arg == "hostguard" else arg for arg in args[1:]]
+                # The README names the wheel that `python -m build` writes: the one just built.
+                named = [arg for arg in args if Path(arg).name == wheel.name]
+                assert named, f"the README installs {args}, not the wheel built here ({wheel.name})"
+                packages = [str(wheel) if arg in named else arg for arg in args[1:]]
                 run([*pip, "install", "--quiet", *packages, "gunicorn"], workdir, env, timeout=300)
                 timings["install"] = time.monotonic() - started
                 # The site the user already has: a brand-new one, made with the Django just installed.

@@ -215,9 +215,7 @@ class Recorder:
         """
         if now is None:
             now = time.time()
-        width = conf.AUDIT_WINDOW_SECONDS
-        max_keys = conf.AUDIT_MAX_KEYS
-        store = conf.AUDIT
+        width, max_keys, store = derived.audit_limits
         start = int(now // width) * width
         log_line = False
         summaries: list[_Window] = []

@@ -149,6 +149,11 @@ class Derived:
         return bool(getattr(settings, "USE_X_FORWARDED_PORT", False))
 
     @cached_property
+    def audit_limits(self) -> tuple[int, int, bool]:
+        """(``AUDIT_WINDOW_SECONDS``, ``AUDIT_MAX_KEYS``, ``AUDIT``), read on every refusal."""
+        return conf.AUDIT_WINDOW_SECONDS, conf.AUDIT_MAX_KEYS, conf.AUDIT
+
+    @cached_property
     def host_alone(self) -> bool:
         """Whether the Host header alone names the authority (no X-Forwarded-* trusted)."""
         return not (self.trust_forwarded_host or self.trust_forwarded_port)

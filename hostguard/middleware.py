@@ -46,7 +46,8 @@ class HostGuardMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         response = self.gate(request, policy.current)
-        if response is not None or derived.report_mode:  # nothing to signal for a plain allow
+        # Only a refusal (or a reported one) is signalled, and only to someone listening.
+        if (response is not None or derived.report_mode) and signals.host_mismatch.receivers:
             signals.send_host_mismatch(type(self), request)
         if response is not None:
             return response
@@ -57,7 +58,7 @@ class HostGuardMiddleware:
         if snapshot is None:
             snapshot = await sync_to_async(policy.current)()
         response = self.gate(request, lambda: snapshot)
-        if response is not None or derived.report_mode:
+        if (response is not None or derived.report_mode) and signals.host_mismatch.receivers:
             await signals.asend_host_mismatch(type(self), request)
         if response is not None:
             return response

@@ -475,32 +475,53 @@ def _update(manager: Manager[MismatchLog], key: Key, entry: _Entry) -> bool:
     return updated > 0
 
 
+def _fields(key: Key, entry: _Entry, tenants: set[int]) -> dict[str, Any]:
+    deployment, reason, host, port, scheme, start = key
+    return {
+        "deployment": deployment,
+        "reason": reason,
+        "host": host,
+        "port": port,
+        "scheme": scheme,
+        "tenant_id": entry.tenant_id if entry.tenant_id in tenants else None,
+        "window_start": _as_datetime(start),
+        "first_seen": _as_datetime(entry.first),
+        "last_seen": _as_datetime(entry.last),
+        "count": entry.count,
+        "method": entry.method,
+        "path": entry.path,
+        "remote_addr": entry.remote_addr,
+        "user_agent": entry.user_agent,
+    }
+
+
 def _upsert(manager: Manager[MismatchLog], using: str, key: Key, entry: _Entry, tenants: set[int]) -> None:
     if _update(manager, key, entry):
         return
-    deployment, reason, host, port, scheme, start = key
     try:
         with transaction.atomic(using=using):
-            manager.create(
-                deployment=deployment,
-                reason=reason,
-                host=host,
-                port=port,
-                scheme=scheme,
-                tenant_id=entry.tenant_id if entry.tenant_id in tenants else None,
-                window_start=_as_datetime(start),
-                first_seen=_as_datetime(entry.first),
-                last_seen=_as_datetime(entry.last),
-                count=entry.count,
-                method=entry.method,
-                path=entry.path,
-                remote_addr=entry.remote_addr,
-                user_agent=entry.user_agent,
-            )
+            manager.create(**_fields(key, entry, tenants))
     except IntegrityError:
         # Another process created the row between our UPDATE and INSERT.
         if not _update(manager, key, entry):
             raise
+
+
+def _create(manager: Manager[MismatchLog], using: str, items: list[tuple[Key, _Entry]], tenants: set[int]) -> None:
+    """Insert rows for keys whose UPDATE found none: one statement for all of them.
+
+    A flood of new hosts makes up to HOSTGUARD_AUDIT_MAX_KEYS new rows a window; one
+    INSERT (and savepoint) each cost the writer thread several times more.
+    """
+    if not items:
+        return
+    try:
+        with transaction.atomic(using=using):
+            manager.bulk_create([manager.model(**_fields(key, entry, tenants)) for key, entry in items])
+    except IntegrityError:
+        # Another process created one of them meanwhile: row by row, as usual.
+        for key, entry in items:
+            _upsert(manager, using, key, entry, tenants)
 
 
 def _write(chunk: list[tuple[Key, _Entry]]) -> None:
@@ -530,10 +551,10 @@ def _write(chunk: list[tuple[Key, _Entry]]) -> None:
                 .count()
             )
             room = max(0, max_keys - used)
+            _create(manager, using, new[:room], tenants)
             overflow: dict[Key, _Entry] = {}
             for index, (key, entry) in enumerate(new):
                 if index < room:
-                    _upsert(manager, using, key, entry, tenants)
                     continue
                 folded: Key = (deployment, key[1], OVERFLOW_HOST, None, "", start)
                 # Never change the batch's own entries: a failed batch goes back to the buffer.

@@ -1,0 +1,60 @@
+"""The audit writer makes a window's new rows in one statement and still adds up exactly."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
+
+from hostguard.audit import Recorder
+from hostguard.models import MismatchLog
+
+pytestmark = pytest.mark.django_db
+
+
+def inserts(queries: Any) -> int:
+    return sum(1 for query in queries if query["sql"].startswith("INSERT") and "hostguard_mismatchlog" in query["sql"])
+
+
+def test_new_hosts_are_inserted_together() -> None:
+    writer = Recorder()
+    now = time.time()
+    for index in range(50):
+        writer.record("local", "unknown_host", f"h{index}.example", 80, "http", now=now)
+    with CaptureQueriesContext(connection) as queries:
+        writer.flush()
+    assert inserts(queries.captured_queries) == 1
+    assert MismatchLog.objects.count() == 50
+    assert MismatchLog.objects.aggregate(total=Sum("count"))["total"] == 50
+
+
+def test_a_row_another_process_made_meanwhile_is_added_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = Recorder(), Recorder()
+    now = time.time()
+    for index in range(3):
+        first.record("local", "unknown_host", f"h{index}.example", 80, "http", now=now)
+        second.record("local", "unknown_host", f"h{index}.example", 80, "http", now=now)
+        second.record("local", "unknown_host", f"h{index}.example", 80, "http", now=now)
+    from hostguard import audit
+
+    update = audit._update
+    raced = {"done": False}
+
+    def update_then_race(manager: Any, key: Any, entry: Any) -> bool:
+        # The second writer's UPDATE finds nothing; the first writer then commits the
+        # same keys before the second one inserts.
+        found = update(manager, key, entry)
+        if not found and not raced["done"]:
+            raced["done"] = True
+            first.flush()
+        return found
+
+    monkeypatch.setattr(audit, "_update", update_then_race)
+    second.flush()
+    assert second.pending() == (0, 0)
+    assert MismatchLog.objects.count() == 3
+    assert set(MismatchLog.objects.values_list("count", flat=True)) == {3}

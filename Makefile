@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: install run test lint typecheck pytest clean
+.PHONY: install run test lint typecheck pytest bench clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ typecheck:
 
 pytest:
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Benchmarks: figures and goals (README "Performance"). QUICK=1: a smoke run.
+bench: install
+	$(PY) -m benchmarks $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .pytest_cache .mypy_cache .ruff_cache

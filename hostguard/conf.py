@@ -168,6 +168,18 @@ class Derived:
         return {}
 
     @cached_property
+    def gate(self) -> tuple[tuple[str, ...], bool, dict[Any, Any] | None, bool]:
+        """What the gate reads on every request, in one attribute lookup: (exempt paths,
+        no SECURE_PROXY_SSL_HEADER, the allow memo if the Host header alone names the
+        authority else ``None``, no HOSTGUARD_SNI_HEADER)."""
+        return (
+            self.exempt_paths,
+            self.proxy_ssl_header is None,
+            self.allowed if self.host_alone else None,
+            self.sni_meta_key is None,
+        )
+
+    @cached_property
     def proxy_ssl_header(self) -> Any:
         """Django's ``SECURE_PROXY_SSL_HEADER``: ``None`` lets the gate read the scheme directly."""
         return getattr(settings, "SECURE_PROXY_SSL_HEADER", None)

@@ -47,7 +47,7 @@ class HostGuardMiddleware:
             return self.__acall__(request)
         response = self.gate(request, policy.current)
         # Only a refusal (or a reported one) is signalled, and only to someone listening.
-        if (response is not None or derived.report_mode) and signals.host_mismatch.receivers:
+        if signals.host_mismatch.receivers and (response is not None or derived.report_mode):
             signals.send_host_mismatch(type(self), request)
         if response is not None:
             return response
@@ -58,7 +58,7 @@ class HostGuardMiddleware:
         if snapshot is None:
             snapshot = await sync_to_async(policy.current)()
         response = self.gate(request, lambda: snapshot)
-        if (response is not None or derived.report_mode) and signals.host_mismatch.receivers:
+        if signals.host_mismatch.receivers and (response is not None or derived.report_mode):
             await signals.asend_host_mismatch(type(self), request)
         if response is not None:
             return response
@@ -67,13 +67,13 @@ class HostGuardMiddleware:
 
     def gate(self, request: HttpRequest, get_snapshot: Callable[[], Snapshot | None]) -> HttpResponse | None:
         """Decide ``request``; return the refusal, or ``None`` to let it through."""
-        exempt_paths = derived.exempt_paths
+        exempt_paths, plain_scheme, allowed, no_sni_header = derived.gate
         if exempt_paths and request.path_info.startswith(exempt_paths):
             request.hostguard = EXEMPT_DECISION  # type: ignore[attr-defined]
             request.tenant = None  # type: ignore[attr-defined]
             return None
         meta = request.META
-        if derived.proxy_ssl_header is None and type(request) is WSGIRequest:
+        if plain_scheme and type(request) is WSGIRequest:
             # What is_secure() answers here, without its settings lookup.
             scheme = "https" if meta.get("wsgi.url_scheme") == "https" else "http"
         else:
@@ -81,13 +81,13 @@ class HostGuardMiddleware:
         # Served hosts repeat on every request. Parsing, HOSTGUARD_ALWAYS_ALLOW and the
         # policy lookup are functions of the Host header, the scheme, the settings and
         # the snapshot, so an allow is remembered per (Host, scheme) for one snapshot.
-        remembered = derived.allowed.get((meta.get("HTTP_HOST"), scheme)) if derived.host_alone else None
+        remembered = None if allowed is None else allowed.get((meta.get("HTTP_HOST"), scheme))
         # As _absolute_target reads it: uvicorn leaves an absolute-form target in PATH_INFO.
         target = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
         snapshot: Snapshot | None
         if remembered is not None and remembered[0] is policy.ready() and (not target or target[0] == "/"):
             snapshot, decision, load_tenant = remembered
-            if sni.ENVIRON_KEY not in meta and derived.sni_meta_key is None:
+            if no_sni_header and sni.ENVIRON_KEY not in meta:
                 request.hostguard = decision  # type: ignore[attr-defined]
                 request.tenant = LazyTenant(load_tenant)  # type: ignore[attr-defined]
                 return None
@@ -113,7 +113,7 @@ class HostGuardMiddleware:
                 load_tenant = partial(_load_tenant, decision.tenant_id)
                 _remember(meta, scheme, target, snapshot, decision, load_tenant)
         # sni.check leaves the decision as it is when neither source of an SNI name is there.
-        if decision.verdict == ALLOW and (sni.ENVIRON_KEY in meta or derived.sni_meta_key is not None):
+        if decision.verdict == ALLOW and (sni.ENVIRON_KEY in meta or not no_sni_header):
             decision = sni.check(meta, snapshot, decision)
         if decision.verdict != ALLOW and derived.report_mode:
             # Report-only: count and log the would-be 421, then serve the request.

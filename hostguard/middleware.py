@@ -19,6 +19,7 @@ from hostguard import audit, responses, signals, sni
 from hostguard.conf import always_allowed, conf, derived
 from hostguard.hosts import DEFAULT_PORTS, HostPort, MalformedHost, parse_host_header
 from hostguard.policy import ALLOW, EXEMPT, MALFORMED, MALFORMED_HOST, Decision, Snapshot, policy
+from hostguard.sni import ENVIRON_KEY as SNI_ENVIRON_KEY
 
 EXEMPT_DECISION = Decision(EXEMPT)
 
@@ -82,38 +83,38 @@ class HostGuardMiddleware:
         # policy lookup are functions of the Host header, the scheme, the settings and
         # the snapshot, so an allow is remembered per (Host, scheme) for one snapshot.
         remembered = None if allowed is None else allowed.get((meta.get("HTTP_HOST"), scheme))
-        # As _absolute_target reads it: uvicorn leaves an absolute-form target in PATH_INFO.
-        target = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
-        snapshot: Snapshot | None
-        if remembered is not None and remembered[0] is policy.ready() and (not target or target[0] == "/"):
-            snapshot, decision, load_tenant = remembered
-            if no_sni_header and sni.ENVIRON_KEY not in meta:
-                request.hostguard = decision  # type: ignore[attr-defined]
-                request.tenant = LazyTenant(load_tenant)  # type: ignore[attr-defined]
-                return None
-        else:
-            try:
-                host, port = request_authority(request, scheme)
-            except MalformedHost as exc:
-                refusal = Decision(MALFORMED, MALFORMED_HOST, audit.raw_host(exc), scheme=scheme)
-                request.hostguard = refusal  # type: ignore[attr-defined]
-                audit.mismatch(request, refusal)
-                return responses.malformed(request)
-            effective_port = port if port is not None else DEFAULT_PORTS[scheme]
-            if always_allowed(host):
-                request.hostguard = Decision(ALLOW, "", host, effective_port, scheme)  # type: ignore[attr-defined]
-                request.tenant = None  # type: ignore[attr-defined]
-                return None
-            snapshot = get_snapshot()
-            if snapshot is None:
-                return responses.unavailable(request, max(1, math.ceil(conf.REFRESH_SECONDS)))
-            decision = snapshot.decide(host, effective_port, scheme, derived.deployment)
-            load_tenant = None
-            if decision.verdict == ALLOW:
-                load_tenant = partial(_load_tenant, decision.tenant_id)
-                _remember(meta, scheme, target, snapshot, decision, load_tenant)
+        if (
+            remembered is not None
+            and no_sni_header
+            and SNI_ENVIRON_KEY not in meta
+            and remembered[0] is policy.ready()
+            and _origin_form(meta)
+        ):
+            request.hostguard = remembered[1]  # type: ignore[attr-defined]
+            request.tenant = LazyTenant(remembered[2])  # type: ignore[attr-defined]
+            return None
+        try:
+            host, port = request_authority(request, scheme)
+        except MalformedHost as exc:
+            refusal = Decision(MALFORMED, MALFORMED_HOST, audit.raw_host(exc), scheme=scheme)
+            request.hostguard = refusal  # type: ignore[attr-defined]
+            audit.mismatch(request, refusal)
+            return responses.malformed(request)
+        effective_port = port if port is not None else DEFAULT_PORTS[scheme]
+        if always_allowed(host):
+            request.hostguard = Decision(ALLOW, "", host, effective_port, scheme)  # type: ignore[attr-defined]
+            request.tenant = None  # type: ignore[attr-defined]
+            return None
+        snapshot = get_snapshot()
+        if snapshot is None:
+            return responses.unavailable(request, max(1, math.ceil(conf.REFRESH_SECONDS)))
+        decision = snapshot.decide(host, effective_port, scheme, derived.deployment)
+        load_tenant = None
+        if decision.verdict == ALLOW:
+            load_tenant = partial(_load_tenant, decision.tenant_id)
+            _remember(meta, scheme, snapshot, decision, load_tenant)
         # sni.check leaves the decision as it is when neither source of an SNI name is there.
-        if decision.verdict == ALLOW and (sni.ENVIRON_KEY in meta or not no_sni_header):
+        if decision.verdict == ALLOW and (SNI_ENVIRON_KEY in meta or not no_sni_header):
             decision = sni.check(meta, snapshot, decision)
         if decision.verdict != ALLOW and derived.report_mode:
             # Report-only: count and log the would-be 421, then serve the request.
@@ -133,16 +134,17 @@ REMEMBERED_HOSTS = 4096
 _SNAPSHOT = object()  # the key under which derived.allowed names the snapshot it was filled from
 
 
+def _origin_form(meta: dict[str, Any]) -> bool:
+    """Whether the request target is not absolute-form (as _absolute_target reads it)."""
+    target = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
+    return not target or target[0] == "/"
+
+
 def _remember(
-    meta: dict[str, Any],
-    scheme: str,
-    target: str | None,
-    snapshot: Snapshot,
-    decision: Decision,
-    load_tenant: Callable[[], Any] | None,
+    meta: dict[str, Any], scheme: str, snapshot: Snapshot, decision: Decision, load_tenant: Callable[[], Any] | None
 ) -> None:
     raw = meta.get("HTTP_HOST")
-    if raw is None or not derived.host_alone or (target and target[0] != "/"):
+    if raw is None or not derived.host_alone or not _origin_form(meta):
         return  # an absolute-form target or a trusted X-Forwarded-* header took part
     allowed = derived.allowed
     if allowed.get(_SNAPSHOT) is not snapshot or len(allowed) > REMEMBERED_HOSTS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
@@ -87,12 +88,19 @@ class HostGuardMiddleware:
             remembered is not None
             and no_sni_header
             and SNI_ENVIRON_KEY not in meta
-            and remembered[0] is policy.ready()
-            and _origin_form(meta)
+            # policy.ready(), inlined (a call costs more than this whole test): the
+            # remembered snapshot is still current. A forked worker starts with no
+            # remembered allows (see the end of this module), so the full path runs
+            # once in it and starts its policy's poller.
+            and remembered[0] is policy._snapshot
+            and not policy._stale
         ):
-            request.hostguard = remembered[1]  # type: ignore[attr-defined]
-            request.tenant = LazyTenant(remembered[2])  # type: ignore[attr-defined]
-            return None
+            # _origin_form(), inlined.
+            target = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
+            if not target or target[0] == "/":
+                request.hostguard = remembered[1]  # type: ignore[attr-defined]
+                request.tenant = LazyTenant(remembered[2])  # type: ignore[attr-defined]
+                return None
         try:
             host, port = request_authority(request, scheme)
         except MalformedHost as exc:
@@ -229,3 +237,8 @@ def _load_tenant(tenant_id: int | None) -> Any:
     from hostguard.models import Tenant
 
     return Tenant.objects.select_related("deployment").get(pk=tenant_id)
+
+
+if hasattr(os, "register_at_fork"):
+    # Empties the remembered allows (and the cached settings) in a forked worker.
+    os.register_at_fork(after_in_child=derived.clear)

@@ -8,6 +8,7 @@ checks the next answer follows the change.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -126,3 +127,18 @@ def test_refusal_headers_are_whole_on_every_response(client: Client) -> None:
     # A middleware above the gate may change one refusal's headers, never the next one's.
     again["Cache-Control"] = "private"
     assert whoami(client, "evil.example")["Cache-Control"] == "no-store"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_worker_decides_its_first_request_in_full(client: Client, acme: Tenant) -> None:
+    from hostguard.conf import derived
+
+    assert whoami(client, "acme.example").status_code == 200
+    assert derived.allowed  # the parent remembers the allow
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        # Nothing remembered: its first request runs policy.current(), which starts
+        # the child's own poller (threads do not survive fork()).
+        os._exit(0 if "allowed" not in derived.__dict__ else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

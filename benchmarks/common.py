@@ -182,6 +182,14 @@ def served_host(size: int, nth_last: int = 0) -> str:
     raise ValueError(f"no served host in a data set of {size}")
 
 
+def wildcard_hosts(size: int, count: int) -> list[str]:
+    """``count`` distinct hosts served here through wildcards, spread over the data set."""
+    tenants = [k for k in range(tenant_count(size)) if tenant_served(k) and 4 * k + 2 < size]
+    step = max(1, len(tenants) // count)
+    chosen = tenants[::step]
+    return [f"h{index}.tenant{chosen[index % len(chosen)]}.example.net" for index in range(count)]
+
+
 def served_hosts(size: int, count: int) -> list[str]:
     """Up to ``count`` distinct served hosts spread over the whole data set."""
     tenants = tenant_count(size)
@@ -386,6 +394,9 @@ class Variant:
     extra: dict[str, Any] = field(default_factory=dict)
     # Fewer requests per round for variants that cost far more (Django's 10,000-host list).
     scale: float = 1.0
+    # If set, each request takes the next of these hosts instead of ``host``.
+    hosts: Sequence[str] | None = None
+    position: int = 0
 
     @contextmanager
     def active(self) -> Iterator[Callable[..., Any]]:
@@ -401,6 +412,12 @@ class Variant:
 
     def environ(self) -> dict[str, Any]:
         return environ(self.host, self.path, **self.extra)
+
+    def serve(self, handler: Callable[..., Any], base: dict[str, Any], count: int) -> None:
+        if self.hosts is None:
+            serve(handler, base, count)
+        else:
+            self.position = serve_hosts(handler, base, self.hosts, self.position, count)
 
 
 def check(variants: Sequence[Variant]) -> None:
@@ -425,12 +442,12 @@ def measure(variants: Sequence[Variant], rounds: int, count: int) -> dict[str, l
             batch = n // BATCHES
             with variant.active() as handler:
                 base = variant.environ()
-                serve(handler, base, max(10, n // 10))  # warm caches and memo tables
+                variant.serve(handler, base, max(10, n // 10))  # warm caches and memo tables
                 gc.collect()
                 fastest = float("inf")
                 for _ in range(BATCHES):
                     started = clock()
-                    serve(handler, base, batch)
+                    variant.serve(handler, base, batch)
                     fastest = min(fastest, clock() - started)
             samples[variant.name].append(fastest / batch / 1000)
     return samples

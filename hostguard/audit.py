@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connections, router, transaction
-from django.db.models import DateTimeField, F, Value
+from django.db.models import DateTimeField, F, Field, Value
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
@@ -466,7 +466,60 @@ def _filter(manager: Manager[MismatchLog], key: Key) -> Any:
     )
 
 
+# The UPDATE _update() sends, per (connection vendor, NULL port): the statement the ORM
+# builds below, written once. Built by the ORM, each one cost the writer ~20 times more,
+# and a flood that keeps revisiting the same hosts makes one per host every flush.
+_UPDATE_SQL: dict[tuple[str, bool], str] = {}
+_LEAST_GREATEST = {"sqlite": ("MIN", "MAX"), "postgresql": ("LEAST", "GREATEST"), "mysql": ("LEAST", "GREATEST")}
+
+
+def _update_sql(connection: Any, null_port: bool) -> str:
+    statement = _UPDATE_SQL.get((connection.vendor, null_port))
+    if statement is None:
+        from hostguard.models import MismatchLog
+
+        least, greatest = _LEAST_GREATEST[connection.vendor]
+
+        def column(name: str) -> str:
+            field = MismatchLog._meta.get_field(name)
+            assert isinstance(field, Field)
+            return str(connection.ops.quote_name(field.column))
+
+        count, first, last = column("count"), column("first_seen"), column("last_seen")
+        where = " AND ".join(
+            f"{column(name)} = %s" for name in ("deployment", "reason", "host", "scheme", "window_start")
+        )
+        port = f"{column('port')} IS NULL" if null_port else f"{column('port')} = %s"
+        statement = (
+            f"UPDATE {connection.ops.quote_name(MismatchLog._meta.db_table)} "
+            f"SET {count} = {count} + %s, {first} = {least}({first}, %s), {last} = {greatest}({last}, %s) "
+            f"WHERE {where} AND {port}"
+        )
+        _UPDATE_SQL[(connection.vendor, null_port)] = statement
+    return statement
+
+
 def _update(manager: Manager[MismatchLog], key: Key, entry: _Entry) -> bool:
+    """Add ``entry`` to the row of ``key``; whether there was one."""
+    connection = connections[manager.db]
+    if connection.vendor in _LEAST_GREATEST:
+        deployment, reason, host, port, scheme, start = key
+        adapt = connection.ops.adapt_datetimefield_value
+        params: list[Any] = [
+            entry.count,
+            adapt(_as_datetime(entry.first)),
+            adapt(_as_datetime(entry.last)),
+            deployment,
+            reason,
+            host,
+            scheme,
+            adapt(_as_datetime(start)),
+        ]
+        if port is not None:
+            params.append(port)
+        with connection.cursor() as cursor:
+            cursor.execute(_update_sql(connection, port is None), params)
+            return bool(cursor.rowcount > 0)
     updated: int = _filter(manager, key).update(
         count=F("count") + entry.count,
         first_seen=Least("first_seen", _datetime_value(entry.first)),

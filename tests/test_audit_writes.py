@@ -58,3 +58,21 @@ def test_a_row_another_process_made_meanwhile_is_added_to(monkeypatch: pytest.Mo
     assert second.pending() == (0, 0)
     assert MismatchLog.objects.count() == 3
     assert set(MismatchLog.objects.values_list("count", flat=True)) == {3}
+
+
+@pytest.mark.parametrize("port", [80, None])
+def test_a_later_flush_widens_first_and_last_seen_and_adds_the_count(port: int | None) -> None:
+    writer = Recorder()
+    start = (time.time() // 60) * 60
+    writer.record("local", "unknown_host", "evil.example", port, "http", now=start + 20)
+    writer.record("local", "unknown_host", "evil.example", port, "http", now=start + 30)
+    writer.flush()
+    writer.record("local", "unknown_host", "evil.example", port, "http", now=start + 10)
+    writer.record("local", "unknown_host", "evil.example", port, "http", now=start + 50)
+    writer.record("local", "unknown_host", "evil.example", port, "http", now=start + 40)
+    writer.flush()
+    row = MismatchLog.objects.get()
+    assert (row.count, row.port) == (5, port)
+    assert row.first_seen.timestamp() == start + 10
+    assert row.last_seen.timestamp() == start + 50
+    assert row.window_start.timestamp() == start

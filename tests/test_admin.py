@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.messages import get_messages
 from django.db import connection, connections

@@ -146,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("http: not available (wrk is not installed: apt-get install -y wrk)")
         return 0
     size = 10_000 if args.quick else 100_000
-    seconds = 1.0 if args.quick else 3.0
-    rounds = 1 if args.quick else min(args.rounds, 5)
+    seconds = 1.0 if args.quick else 2.0
+    rounds = 1 if args.quick else min(args.rounds, 10)
     with common.data_dir(args.data) as directory:
         common.configure(directory, size)
         heading("data")
@@ -191,11 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rates[case.name].append(rate)
                     latencies[case.name].append(p50)
         width = max(len(name) for name in rates)
-        print(f"  {'case':<{width}}  {'requests/s':>10}  {'p50 ms':>7}")
+        print(f"  {'case':<{width}}  {'requests/s':>10}  {'min – max over rounds':>21}  {'p50 ms':>7}")
         for case in cases:
+            low, high = min(rates[case.name]), max(rates[case.name])
             print(
                 f"  {case.name:<{width}}  {statistics.median(rates[case.name]):>10,.0f}  "
-                f"{statistics.median(latencies[case.name]):>7.2f}"
+                f"{low:>10,.0f} – {high:<8,.0f}  {statistics.median(latencies[case.name]):>7.2f}"
             )
         hostguard_rate = statistics.median(rates[cases[2].name])
         print(

@@ -206,28 +206,27 @@ def read_version(using: str) -> int:
     return version or 0
 
 
+#: The columns of an authority row, in the order :meth:`Snapshot.from_rows` reads them.
+ROW_FIELDS = (
+    "id",
+    "host",
+    "port",
+    "scheme",
+    "is_active",
+    "tenant_id",
+    "tenant__slug",
+    "tenant__is_active",
+    "tenant__deployment__name",
+)
+
+
 def build_snapshot(using: str | None = None) -> Snapshot:
     """Read the whole policy from the database (the stamp first, then one query)."""
     from hostguard.models import Authority
 
     using = using or conf.DATABASE
     version = read_version(using)
-    rows = (
-        Authority.objects.using(using)
-        .order_by()
-        .values_list(
-            "id",
-            "host",
-            "port",
-            "scheme",
-            "is_active",
-            "tenant_id",
-            "tenant__slug",
-            "tenant__is_active",
-            "tenant__deployment__name",
-        )
-        .iterator(chunk_size=20000)
-    )
+    rows = Authority.objects.using(using).order_by().values_list(*ROW_FIELDS).iterator(chunk_size=20000)
     return Snapshot.from_rows(version, rows)
 
 

@@ -26,6 +26,7 @@ from hostguard.policy import (
     INACTIVE,
     OTHER_DEPLOYMENT,
     PORT_MISMATCH,
+    ROW_FIELDS,
     SCHEME_MISMATCH,
     UNKNOWN_HOST,
     Decision,
@@ -45,8 +46,8 @@ class Claim:
     tenant_id: int | None
     tenant_slug: str
     tenant_active: bool
-    deployment_id: int | None
     deployment: str
+    deployment_id: int | None
 
 
 Edit = Callable[[list[Claim]], Iterable[Claim]]
@@ -83,18 +84,7 @@ def current_claims(host: str, using: str | None = None) -> list[Claim]:
         Authority.objects.db_manager(using)
         .filter(host__in=patterns_matching(host))
         .order_by()
-        .values_list(
-            "id",
-            "host",
-            "port",
-            "scheme",
-            "is_active",
-            "tenant_id",
-            "tenant__slug",
-            "tenant__is_active",
-            "tenant__deployment_id",
-            "tenant__deployment__name",
-        )
+        .values_list(*ROW_FIELDS, "tenant__deployment_id")
     )
     return [Claim(*row) for row in rows]
 

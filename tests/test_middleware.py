@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
-from django.core.handlers.asgi import ASGIHandler
-from django.core.signals import request_started
-from django.db import close_old_connections
-from django.http import HttpResponse
 from django.test import Client, override_settings
 
 from hostguard.models import Authority, Deployment, Tenant
 from hostguard.policy import policy
+from tests.asgi import asgi_get
 
 pytestmark = pytest.mark.django_db
 
@@ -288,46 +283,7 @@ class TestAsync:
     """Through Django's ASGI handler: the middleware runs its async path."""
 
     def get(self, path: str, **headers: str) -> Any:
-        # Django's AsyncClient always adds "host: testserver", which would make
-        # every Host we send a comma list; talk to the ASGI handler directly.
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "headers": [(name.replace("_", "-").encode(), value.encode()) for name, value in headers.items()],
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 80),
-        }
-        sent: list[dict[str, Any]] = []
-        received: list[bool] = []
-
-        async def receive() -> dict[str, Any]:
-            if received:  # the client stays connected until the handler is done
-                await asyncio.get_running_loop().create_future()
-            received.append(True)
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        # As Django's test clients do: the handler would otherwise close the test's
-        # connection (inside its transaction) at request start, which PostgreSQL notices.
-        request_started.disconnect(close_old_connections)
-        try:
-            async_to_sync(ASGIHandler())(scope, receive, send)
-        finally:
-            request_started.connect(close_old_connections)
-        start = sent[0]
-        body = b"".join(m.get("body", b"") for m in sent[1:])
-        response = HttpResponse(body, status=start["status"])
-        for name, value in start["headers"]:
-            response[name.decode()] = value.decode()
-        return response
+        return asgi_get(path, headers)
 
     def test_async_verdicts_match_sync(self) -> None:
         allowed = self.get("/api/whoami", host="acme.example")

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.core.exceptions import ImproperlyConfigured
-from django.core.handlers.asgi import ASGIHandler
-from django.core.signals import request_started
-from django.db import close_old_connections
 from django.test import Client, override_settings
 
 from hostguard.conf import derived
 from hostguard.models import Authority, Deployment, Tenant
 from hostguard.sni import ENVIRON_KEY
+from tests.asgi import asgi_get
 
 pytestmark = pytest.mark.django_db
 
@@ -112,40 +108,8 @@ class TestTrustedHeader:
 
 
 def asgi_status(host: str, sni: str, peer: str = "10.9.9.9") -> int:
-    """The status Django's ASGI handler answers (AsyncClient would add its own Host)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/api/ping",
-        "raw_path": b"/api/ping",
-        "query_string": b"",
-        "headers": [(b"host", host.encode()), (b"x-forwarded-sni", sni.encode())],
-        "client": (peer, 50000),
-        "server": ("127.0.0.1", 80),
-    }
-    sent: list[dict[str, Any]] = []
-    received: list[bool] = []
-
-    async def receive() -> dict[str, Any]:
-        if received:  # the client stays connected until the handler is done
-            await asyncio.sleep(3600)
-        received.append(True)
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    # As Django's test clients do: the handler would otherwise close the test's
-    # connection (inside its transaction) at request start, which PostgreSQL notices.
-    request_started.disconnect(close_old_connections)
-    try:
-        async_to_sync(ASGIHandler())(scope, receive, send)
-    finally:
-        request_started.connect(close_old_connections)
-    return int(sent[0]["status"])
+    """The status Django's ASGI handler answers."""
+    return asgi_get("/api/ping", {"host": host, "x_forwarded_sni": sni}, peer=peer).status_code
 
 
 @pytest.mark.parametrize(

@@ -475,19 +475,12 @@ class Server:
                 raise
         raise E2EError("another process took the free port three times in a row")
 
-    def _spawn(self, attempt: int) -> None:
-        name = f"gunicorn-{self.deployment}-{self.port}-{attempt}"
-        self.stdout_path = self.site.directory / f"{name}.out"
-        self.stderr_path = self.site.directory / f"{name}.err"
-        env = self.site.env(
-            HOSTGUARD_DEPLOYMENT=self.deployment,
-            BIND=f"{LOOPBACK}:{self.port}",
-            WEB_CONCURRENCY=str(self.workers),
-            GUNICORN_THREADS=str(self.threads),
-            GRACEFUL_TIMEOUT="2",
-            **self.extra_env,
-        )
-        command = [
+    #: The server program, in log file names.
+    program = "gunicorn"
+
+    def command(self) -> list[str]:
+        """The server's command line (run from the repository's top folder)."""
+        return [
             sys.executable,
             "-m",
             "gunicorn",
@@ -500,6 +493,23 @@ class Server:
             "--no-control-socket",
             "project.wsgi",
         ]
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: the site's, this server's settings, then ``env``."""
+        return self.site.env(
+            HOSTGUARD_DEPLOYMENT=self.deployment,
+            BIND=f"{LOOPBACK}:{self.port}",
+            WEB_CONCURRENCY=str(self.workers),
+            GUNICORN_THREADS=str(self.threads),
+            GRACEFUL_TIMEOUT="2",
+            **self.extra_env,
+        )
+
+    def _spawn(self, attempt: int) -> None:
+        name = f"{self.program}-{self.deployment}-{self.port}-{attempt}"
+        self.stdout_path = self.site.directory / f"{name}.out"
+        self.stderr_path = self.site.directory / f"{name}.err"
+        command, env = self.command(), self.environment()
         with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
             self.process = subprocess.Popen(
                 command,

@@ -8,14 +8,13 @@ request without Host itself, and leaves an absolute-form target in the path.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
 from tests import e2e
-from tests.e2e import BASE_DIR, LOOPBACK, Response, Server, Site, http_request
+from tests.e2e import LOOPBACK, Response, Server, Site, http_request
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +31,10 @@ DATA = {
 class UvicornServer(Server):
     """``uvicorn project.asgi:application`` in place of gunicorn, same life cycle."""
 
-    def _spawn(self, attempt: int) -> None:
-        name = f"uvicorn-{self.deployment}-{self.port}-{attempt}"
-        self.stdout_path = self.site.directory / f"{name}.out"
-        self.stderr_path = self.site.directory / f"{name}.err"
-        env = self.site.env(HOSTGUARD_DEPLOYMENT=self.deployment, **self.extra_env)
-        command = [
+    program = "uvicorn"
+
+    def command(self) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "uvicorn",
@@ -51,16 +48,9 @@ class UvicornServer(Server):
             "--timeout-graceful-shutdown",
             "2",
         ]
-        with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                command,
-                cwd=BASE_DIR,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
+
+    def environment(self) -> dict[str, str]:
+        return self.site.env(HOSTGUARD_DEPLOYMENT=self.deployment, **self.extra_env)
 
     def wait_for_workers(self, timeout: float | None = None) -> set[int]:
         # uvicorn's access log names no worker; /api/ping answers with its pid instead.

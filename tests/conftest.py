@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from hostguard.policy import policy
 
@@ -38,3 +40,20 @@ def _fresh_audit_buffer() -> Iterator[None]:
     recorder.reset()
     yield
     recorder.reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_background_sessions(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """End database sessions hostguard's background threads may still hold at the end.
+
+    The policy poller and the audit writer each use a connection of their own thread;
+    on PostgreSQL one still open would keep the test database from being dropped.
+    """
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )

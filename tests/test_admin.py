@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.messages import get_messages
-from django.db import connection, connections
+from django.db import connections
 from django.db.models.signals import pre_save
 from django.test import Client
 from django.urls import reverse
@@ -29,22 +28,6 @@ def _settings(settings: Any) -> None:
     settings.HOSTGUARD_DEPLOYMENT = HERE
     settings.HOSTGUARD_ALWAYS_ALLOW = [ADMIN_HOST]
     settings.HOSTGUARD_MODE = "enforce"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _drop_background_connections(django_db_blocker: Any) -> Iterator[None]:
-    """End the sessions hostguard's background threads opened (woken by committed writes).
-
-    On PostgreSQL they would keep the test database from being dropped at the end.
-    """
-    yield
-    with django_db_blocker.unblock():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from hostguard.models import Authority, Deployment, Tenant
 from tests.browser import chromium, screenshot
@@ -32,24 +31,6 @@ def _settings(settings: Any) -> None:
     settings.HOSTGUARD_DEPLOYMENT = "local"
     settings.HOSTGUARD_ALWAYS_ALLOW = ["localhost"]
     settings.HOSTGUARD_MODE = "enforce"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _drop_background_connections(django_db_blocker: Any) -> Iterator[None]:
-    """End the database sessions hostguard's background threads opened during these tests.
-
-    The live server's commits wake the policy poller and the audit writer, each of
-    which keeps a connection in its own thread; on PostgreSQL those sessions would
-    keep the test database from being dropped at the end of the run.
-    """
-    yield
-    with django_db_blocker.unblock():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
 
 
 @pytest.fixture

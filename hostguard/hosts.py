@@ -124,17 +124,21 @@ def _parse_host_header(value: str) -> HostPort:
             return HostPort(host, None)
         if rest[0] != ":":
             raise MalformedHost(value)
-        return HostPort(host, _request_port(rest[1:], value))
+        return HostPort(host, request_port(rest[1:], value))
     name, colon, port_text = value.partition(":")
     name = name.lower()
     if name.endswith("."):
         name = name[:-1]
     if not _is_hostname_or_ipv4(name):
         raise MalformedHost(value)
-    return HostPort(name, _request_port(port_text, value) if colon else None)
+    return HostPort(name, request_port(port_text, value) if colon else None)
 
 
-def _request_port(text: str, value: str) -> int:
+def request_port(text: str, value: str) -> int:
+    """A port from a request (Host, X-Forwarded-Port): 1–65535, leading zeros allowed.
+
+    Raises :class:`MalformedHost` naming ``value`` otherwise.
+    """
     if not _PORT_RE.fullmatch(text):
         raise MalformedHost(value)
     port = int(text)

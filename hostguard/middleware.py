@@ -18,7 +18,7 @@ from django.utils.functional import SimpleLazyObject, empty
 
 from hostguard import audit, responses, signals, sni
 from hostguard.conf import always_allowed, conf, derived
-from hostguard.hosts import DEFAULT_PORTS, HostPort, MalformedHost, parse_host_header
+from hostguard.hosts import DEFAULT_PORTS, HostPort, MalformedHost, parse_host_header, request_port
 from hostguard.policy import ALLOW, EXEMPT, MALFORMED, MALFORMED_HOST, Decision, Snapshot, policy
 from hostguard.sni import ENVIRON_KEY as SNI_ENVIRON_KEY
 
@@ -102,7 +102,7 @@ class HostGuardMiddleware:
                 request.tenant = LazyTenant(remembered[2])  # type: ignore[attr-defined]
                 return None
         try:
-            host, port = request_authority(request, scheme)
+            host, port = request_authority(request)
         except MalformedHost as exc:
             refusal = Decision(MALFORMED, MALFORMED_HOST, audit.raw_host(exc), scheme=scheme)
             request.hostguard = refusal  # type: ignore[attr-defined]
@@ -162,7 +162,7 @@ def _remember(
     allowed[(raw, scheme)] = (snapshot, decision, load_tenant)
 
 
-def request_authority(request: HttpRequest, scheme: str) -> HostPort:
+def request_authority(request: HttpRequest) -> HostPort:
     """The authority a request targets, by the matching rules; raises MalformedHost."""
     meta = request.META
     raw = meta.get("HTTP_HOST")
@@ -175,7 +175,7 @@ def request_authority(request: HttpRequest, scheme: str) -> HostPort:
             if _protocol(request) != "HTTP/1.0":
                 raise MalformedHost("")
             raw = target_authority
-        elif not _same_authority(parse_host_header(raw), scheme, parsed_target, target_scheme):
+        elif not _same_authority(parse_host_header(raw), parsed_target, target_scheme):
             raise MalformedHost(raw)
     if raw is None:
         raise MalformedHost("")
@@ -186,9 +186,7 @@ def request_authority(request: HttpRequest, scheme: str) -> HostPort:
     parsed = parse_host_header(raw)
     if derived.trust_forwarded_port and "HTTP_X_FORWARDED_PORT" in meta:
         forwarded = meta["HTTP_X_FORWARDED_PORT"]
-        if not forwarded.isascii() or not forwarded.isdigit() or not 1 <= int(forwarded) <= 65535:
-            raise MalformedHost(forwarded)
-        return HostPort(parsed.host, int(forwarded))
+        return HostPort(parsed.host, request_port(forwarded, forwarded))
     return parsed
 
 
@@ -215,10 +213,11 @@ def _protocol(request: HttpRequest) -> str:
     return str(request.META.get("SERVER_PROTOCOL", ""))
 
 
-def _same_authority(host: HostPort, scheme: str, target: HostPort, target_scheme: str) -> bool:
-    host_port = host.port if host.port is not None else DEFAULT_PORTS[scheme]
-    target_port = target.port if target.port is not None else DEFAULT_PORTS.get(target_scheme)
-    return host.host == target.host and host_port == target_port
+def _same_authority(host: HostPort, target: HostPort, target_scheme: str) -> bool:
+    # Host is the target URI's authority (RFC 9110 §7.2): a port either leaves out
+    # is the default of the target's scheme, not of the connection's.
+    default = DEFAULT_PORTS.get(target_scheme)
+    return host.host == target.host and (host.port or default) == (target.port or default)
 
 
 class LazyTenant(SimpleLazyObject):

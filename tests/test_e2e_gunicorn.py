@@ -247,7 +247,10 @@ def test_health_check_answers_whatever_the_host(server: Server, host: str) -> No
         ("http://acme.example/api/whoami", None, "HTTP/1.0", 200),
         ("http://acme.example/api/whoami", "evil.example", "HTTP/1.1", 400),
         ("http://acme.example:8080/api/whoami", "acme.example", "HTTP/1.1", 400),
-        ("https://acme.example/api/whoami", "acme.example", "HTTP/1.1", 400),
+        # Host is the target's authority: a port it leaves out is the target scheme's
+        # default, so these two agree (and acme.example admits any scheme).
+        ("https://acme.example/api/whoami", "acme.example", "HTTP/1.1", 200),
+        ("https://acme.example/api/whoami", "acme.example:80", "HTTP/1.1", 400),
         ("http://acme.example/api/whoami", None, "HTTP/1.1", 400),
         ("http://a..b/api/whoami", "a..b", "HTTP/1.1", 400),
         ("http://evil.example/api/whoami", "evil.example", "HTTP/1.1", 421),

@@ -142,6 +142,24 @@ class TestForwardedHeaders:
         assert get(client, "api.acme.test", x_forwarded_port="8443").status_code == 200
         assert get(client, "api.acme.test", x_forwarded_port="0").status_code == 400
 
+    @override_settings(USE_X_FORWARDED_PORT=True)
+    def test_a_huge_x_forwarded_port_is_400_not_500(self, client: Client) -> None:
+        assert get(client, "api.acme.test", x_forwarded_port="9" * 5000).status_code == 400
+        assert get(client, "api.acme.test", x_forwarded_port="٣").status_code == 400
+        assert get(client, "api.acme.test", x_forwarded_port="08443").status_code == 200
+
+    def test_absolute_form_port_defaults_follow_the_targets_scheme(self, client: Client) -> None:
+        # Over TLS, "Host: acme.example" names the same authority as the target
+        # http://acme.example/ (port 80 for both), so they agree.
+        agree = client.get(
+            "/api/whoami", headers={"host": "acme.example"}, RAW_URI="http://acme.example/api/whoami", secure=True
+        )
+        assert agree.status_code == 200
+        disagree = client.get(
+            "/api/whoami", headers={"host": "acme.example:443"}, RAW_URI="http://acme.example/api/whoami"
+        )
+        assert disagree.status_code == 400
+
     def test_absolute_form_target_must_agree_with_host(self, client: Client) -> None:
         agree = client.get("/api/whoami", headers={"host": "acme.example"}, RAW_URI="http://acme.example/api/whoami")
         assert agree.status_code == 200

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
@@ -394,15 +395,29 @@ class Policy:
     def batch(self) -> Iterator[None]:
         """Bump the stamp once for many writes (the import command, bulk actions)."""
         self._local.batch = getattr(self._local, "batch", 0) + 1
+        failed = False
         try:
             yield
+        except BaseException:
+            failed = True
+            raise
         finally:
             self._local.batch -= 1
             if not self._local.batch:
                 dirty: set[str] = getattr(self._local, "dirty", set())
                 self._local.dirty = set()
                 for using in dirty:
-                    self.changed(using)
+                    if failed:
+                        # The block's transaction may be aborted (PostgreSQL refuses any
+                        # further statement): publish its writes only if it commits anyway.
+                        self._stale = True
+                        transaction.on_commit(partial(self._publish, using), using=using)
+                    else:
+                        self.changed(using)
+
+    def _publish(self, using: str) -> None:
+        bump_version(using)
+        self._stale = True
 
     # --- introspection and tests --------------------------------------------------------
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.test import Client, override_settings
 
 from hostguard.models import Authority, Deployment, PolicyStamp, Tenant
@@ -518,7 +518,7 @@ class TestStamp:
             pass
         assert stamp() == before
 
-    def test_batch_bumps_even_when_its_body_fails(self) -> None:
+    def test_batch_bumps_even_when_its_body_fails(self, django_capture_on_commit_callbacks: Any) -> None:
         tenant = make_tenant("acme")
         before = stamp()
 
@@ -527,7 +527,8 @@ class TestStamp:
                 Authority.objects.create(tenant=tenant, host="h.example")
                 raise RuntimeError
 
-        with pytest.raises(RuntimeError):
+        # Outside the test's transaction, on-commit work runs at once (autocommit).
+        with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):
             fail_in_batch()
         # The row was written (no transaction around the batch), so the stamp moves.
         assert Authority.objects.filter(host="h.example").exists()
@@ -560,6 +561,37 @@ class TestStampTransactions:
         assert stamp() == before
         assert not Authority.objects.exists()
         assert db_decide("shop.example").reason == UNKNOWN_HOST
+
+    def test_a_database_error_inside_a_batch_is_not_masked(self) -> None:
+        tenant = make_tenant("acme")
+        Authority.objects.create(tenant=tenant, host="taken.example")
+        before = stamp()
+
+        def clash() -> None:
+            with transaction.atomic(), policy.batch():
+                Authority.objects.create(tenant=tenant, host="new.example")
+                # On PostgreSQL this aborts the transaction: the batch must not then try
+                # to write the stamp, which would replace this error with another.
+                Authority.objects.create(tenant=tenant, host="taken.example")
+
+        with pytest.raises(IntegrityError):
+            clash()
+        assert stamp() == before
+        assert not Authority.objects.filter(host="new.example").exists()
+
+    def test_a_batch_that_raises_inside_a_committed_transaction_still_publishes(self) -> None:
+        tenant = make_tenant("acme")
+        before = stamp()
+
+        def fail_in_batch() -> None:
+            with policy.batch():
+                Authority.objects.create(tenant=tenant, host="shop.example")
+                raise RuntimeError("caught by the caller, who commits what was written")
+
+        with transaction.atomic(), pytest.raises(RuntimeError):
+            fail_in_batch()
+        assert stamp() == before + 1
+        assert db_decide("shop.example").verdict == "allow"
 
     def test_a_rolled_back_batch_leaves_the_stamp(self) -> None:
         tenant = make_tenant("acme")

@@ -95,7 +95,7 @@ class HostGuardMiddleware:
             and remembered[0] is policy._snapshot
             and not policy._stale
         ):
-            # _origin_form(), inlined.
+            # _origin_form(), inlined (a call costs more than this test).
             target = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
             if not target or target[0] == "/":
                 request.hostguard = remembered[1]  # type: ignore[attr-defined]
@@ -142,9 +142,16 @@ REMEMBERED_HOSTS = 4096
 _SNAPSHOT = object()  # the key under which derived.allowed names the snapshot it was filled from
 
 
+def _request_target(meta: dict[str, Any]) -> str | None:
+    # WSGI servers pass the target as RAW_URI (gunicorn) or REQUEST_URI (uWSGI,
+    # mod_wsgi); uvicorn's h11 parser leaves an absolute-form target in the path.
+    target: str | None = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
+    return target
+
+
 def _origin_form(meta: dict[str, Any]) -> bool:
     """Whether the request target is not absolute-form (as _absolute_target reads it)."""
-    target = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
+    target = _request_target(meta)
     return not target or target[0] == "/"
 
 
@@ -192,9 +199,7 @@ def request_authority(request: HttpRequest) -> HostPort:
 
 def _absolute_target(meta: dict[str, Any]) -> tuple[str, str] | None:
     """(scheme, authority) of an absolute-form request target, if the server passed one."""
-    # WSGI servers pass the target as RAW_URI (gunicorn) or REQUEST_URI (uWSGI,
-    # mod_wsgi); uvicorn's h11 parser leaves an absolute-form target in the path.
-    uri = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
+    uri = _request_target(meta)
     if not uri or uri[0] == "/" or uri == "*":
         return None
     scheme, sep, rest = uri.partition("://")

@@ -175,6 +175,11 @@ class Authority(models.Model):
     def unicode_host(self) -> str:
         return to_unicode(self.host)
 
+    @property
+    def unicode_authority(self) -> str:
+        """The authority as staff would type it, with the host in Unicode."""
+        return format_authority(self.scheme, to_unicode(self.host), self.port)
+
     def normalise(self) -> None:
         try:
             self.host = normalise_host(self.host or "")

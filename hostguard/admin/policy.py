@@ -38,7 +38,7 @@ from hostguard.admin.forms import (
 )
 from hostguard.admin.views import check_host_view
 from hostguard.conf import conf
-from hostguard.hosts import InvalidHost, format_authority, parse_authority, to_unicode
+from hostguard.hosts import InvalidHost, parse_authority
 from hostguard.models import Authority, Deployment, Tenant
 from hostguard.policy import policy
 
@@ -213,9 +213,7 @@ class AuthorityInline(admin.TabularInline):
 
     @admin.display(description=_("Unicode form"))
     def unicode_authority(self, obj: Authority) -> str:
-        if obj.pk is None:
-            return "—"
-        return format_authority(obj.scheme, to_unicode(obj.host), obj.port)
+        return obj.unicode_authority if obj.pk is not None else "—"
 
 
 @admin.register(Tenant)
@@ -412,9 +410,7 @@ class AuthorityAdmin(GuardedAdmin):
 
     @admin.display(description=_("Unicode form"), ordering="host")
     def unicode_authority(self, obj: Authority) -> str:
-        if obj.pk is None:
-            return "—"
-        return format_authority(obj.scheme, to_unicode(obj.host), obj.port)
+        return obj.unicode_authority if obj.pk is not None else "—"
 
     @admin.display(description=_("deployment"), ordering="tenant__deployment__name")
     def deployment(self, obj: Authority) -> str:

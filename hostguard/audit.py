@@ -174,6 +174,9 @@ class Recorder:
     def __init__(self) -> None:
         self._pending: dict[Key, _Entry] = {}
         self._windows: dict[tuple[str, int], _Window] = {}
+        # Keys this process has written a row for, per live window: their next flush
+        # updates them together (see _write). Only the flushing thread touches it.
+        self._written: dict[tuple[str, int], set[Key]] = {}
         self._dropped = 0
         self._dropped_reported = 0
         self._last_drop_report = float("-inf")
@@ -315,6 +318,7 @@ class Recorder:
             with self._lock:
                 batch, self._pending = self._pending, {}
                 summaries = self._retire(now, everything=final)
+                live = set(self._windows)
                 dropped = self._dropped - self._dropped_reported
                 if dropped and (final or now - self._last_drop_report >= conf.AUDIT_WINDOW_SECONDS):
                     self._dropped_reported = self._dropped
@@ -331,6 +335,8 @@ class Recorder:
                     self._dropped,
                     extra={"dropped": dropped},
                 )
+            for window_key in [window_key for window_key in self._written if window_key not in live]:
+                del self._written[window_key]
             if not batch:
                 return 0
             # One order in every process, so that concurrent batches lock rows in the
@@ -340,12 +346,16 @@ class Recorder:
             for offset in range(0, len(items), BATCH_SIZE):
                 chunk = items[offset : offset + BATCH_SIZE]
                 try:
-                    _write(chunk)
+                    _write(chunk, self._written)
                 except Exception as exc:
                     self._restore(items[offset:])
                     self._failed(exc, now)
                     return written
                 written += sum(entry.count for _, entry in chunk)
+                for key, _ in chunk:
+                    window_key = (key[0], key[5])
+                    if window_key in live:
+                        self._written.setdefault(window_key, set()).add(key)
             if self._failures:
                 internal_logger.info("hostguard wrote its mismatch log again after %d failed attempts", self._failures)
                 self._failures = 0
@@ -412,6 +422,7 @@ class Recorder:
         # the child starts empty, with fresh locks and its own thread.
         self._pending = {}
         self._windows = {}
+        self._written = {}
         self._dropped = self._dropped_reported = 0
         self._failures = 0
         self._stopping = False
@@ -435,6 +446,7 @@ class Recorder:
         with self._flush_lock, self._lock:
             self._pending = {}
             self._windows = {}
+            self._written = {}
             self._dropped = self._dropped_reported = 0
             self._last_drop_report = self._last_failure_report = float("-inf")
             self._failures = 0
@@ -443,9 +455,10 @@ class Recorder:
                 self._thread = None
 
 
-def _lock_order(item: tuple[Key, _Entry]) -> tuple[str, str, str, int, str, int]:
+def _lock_order(item: tuple[Key, _Entry]) -> tuple[bool, str, str, str, int, str, int]:
+    # NULL ports first: rows of either kind come in runs that _write updates together.
     deployment, reason, host, port, scheme, start = item[0]
-    return (deployment, reason, host, -1 if port is None else port, scheme, start)
+    return (port is not None, deployment, reason, host, -1 if port is None else port, scheme, start)
 
 
 def _as_datetime(timestamp: float) -> datetime:
@@ -499,26 +512,37 @@ def _update_sql(connection: Any, null_port: bool) -> str:
     return statement
 
 
+def _update_params(connection: Any, key: Key, entry: _Entry, starts: dict[int, Any] | None = None) -> list[Any]:
+    """The parameters of :func:`_update_sql`; ``starts`` caches adapted window starts."""
+    deployment, reason, host, port, scheme, start = key
+    adapt = connection.ops.adapt_datetimefield_value
+    if starts is None:
+        window_start = adapt(_as_datetime(start))
+    else:
+        window_start = starts.get(start)
+        if window_start is None:
+            window_start = starts[start] = adapt(_as_datetime(start))
+    params: list[Any] = [
+        entry.count,
+        adapt(_as_datetime(entry.first)),
+        adapt(_as_datetime(entry.last)),
+        deployment,
+        reason,
+        host,
+        scheme,
+        window_start,
+    ]
+    if port is not None:
+        params.append(port)
+    return params
+
+
 def _update(manager: Manager[MismatchLog], key: Key, entry: _Entry) -> bool:
     """Add ``entry`` to the row of ``key``; whether there was one."""
     connection = connections[manager.db]
     if connection.vendor in _LEAST_GREATEST:
-        deployment, reason, host, port, scheme, start = key
-        adapt = connection.ops.adapt_datetimefield_value
-        params: list[Any] = [
-            entry.count,
-            adapt(_as_datetime(entry.first)),
-            adapt(_as_datetime(entry.last)),
-            deployment,
-            reason,
-            host,
-            scheme,
-            adapt(_as_datetime(start)),
-        ]
-        if port is not None:
-            params.append(port)
         with connection.cursor() as cursor:
-            cursor.execute(_update_sql(connection, port is None), params)
+            cursor.execute(_update_sql(connection, key[3] is None), _update_params(connection, key, entry))
             return bool(cursor.rowcount > 0)
     updated: int = _filter(manager, key).update(
         count=F("count") + entry.count,
@@ -526,6 +550,31 @@ def _update(manager: Manager[MismatchLog], key: Key, entry: _Entry) -> bool:
         last_seen=Greatest("last_seen", _datetime_value(entry.last)),
     )
     return updated > 0
+
+
+class _RowMissing(Exception):
+    """One of the rows an :func:`_update_many` expected is not there."""
+
+
+def _update_many(connection: Any, using: str, run: list[tuple[Key, _Entry]]) -> bool:
+    """Add each entry to its key's row in one statement, if every one of the rows exists.
+
+    The keys must share a NULL or non-NULL port. When a row is missing (pruned, or
+    deleted by hand, since this process wrote it) nothing is changed and the result is
+    False: the caller writes the run key by key.
+    """
+    starts: dict[int, Any] = {}
+    params = [_update_params(connection, key, entry, starts) for key, entry in run]
+    try:
+        with transaction.atomic(using=using), connection.cursor() as cursor:
+            cursor.executemany(_update_sql(connection, run[0][0][3] is None), params)
+            # The total of rows changed (sqlite3 and psycopg 3 both sum it up); each
+            # key matches at most one row (the unique constraints).
+            if cursor.rowcount != len(params):
+                raise _RowMissing
+    except _RowMissing:
+        return False
+    return True
 
 
 def _fields(key: Key, entry: _Entry, tenants: set[int]) -> dict[str, Any]:
@@ -577,12 +626,22 @@ def _create(manager: Manager[MismatchLog], using: str, items: list[tuple[Key, _E
             _upsert(manager, using, key, entry, tenants)
 
 
-def _write(chunk: list[tuple[Key, _Entry]]) -> None:
-    """Upsert one batch in one transaction; raises on any database error."""
+def _write(chunk: list[tuple[Key, _Entry]], written: dict[tuple[str, int], set[Key]] | None = None) -> None:
+    """Upsert one batch in one transaction; raises on any database error.
+
+    ``written``: the keys this process has already written a row for, by (deployment,
+    window start). A flood that keeps revisiting the same hosts makes one UPDATE per
+    host every flush; consecutive keys of ``chunk`` found there (in lock order, so
+    that every process still locks rows in the same order) are updated with one
+    statement, and key by key if one of their rows has gone.
+    """
     from hostguard.models import MismatchLog, Tenant
 
     using = router.db_for_write(MismatchLog)
     manager = MismatchLog._default_manager.db_manager(using)
+    connection = connections[using]
+    if written is None or connection.vendor not in _LEAST_GREATEST:
+        written = {}
     # A tenant deleted since the event was recorded must not fail the whole batch.
     wanted = {entry.tenant_id for _, entry in chunk if entry.tenant_id is not None}
     tenants = set(Tenant._default_manager.using(using).filter(pk__in=wanted).values_list("pk", flat=True))
@@ -591,11 +650,29 @@ def _write(chunk: list[tuple[Key, _Entry]]) -> None:
         # Updates first: on SQLite the first write takes the database's write lock,
         # so the reads below cannot race another process's batch.
         fresh: dict[tuple[str, int], list[tuple[Key, _Entry]]] = {}
-        for key, entry in chunk:
+
+        def write_one(key: Key, entry: _Entry) -> None:
             if key[2] == OVERFLOW_HOST:
                 _upsert(manager, using, key, entry, tenants)
             elif not _update(manager, key, entry):
                 fresh.setdefault((key[0], key[5]), []).append((key, entry))
+
+        def write_run() -> None:
+            if len(run) < 2 or not _update_many(connection, using, run):
+                for key, entry in run:
+                    write_one(key, entry)
+            run.clear()
+
+        run: list[tuple[Key, _Entry]] = []
+        for key, entry in chunk:
+            if key in written.get((key[0], key[5]), ()):
+                if run and (run[0][0][3] is None) != (key[3] is None):
+                    write_run()
+                run.append((key, entry))
+            else:
+                write_run()
+                write_one(key, entry)
+        write_run()
         for (deployment, start), new in fresh.items():
             # The key cap holds across processes: each one only knows its own keys.
             used = (

@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from django.db.models import Manager
     from django.http import HttpRequest
 
+    from hostguard.decision import Decision
     from hostguard.models import MismatchLog
-    from hostguard.policy import Decision
 
 logger = logging.getLogger("hostguard.mismatch")
 internal_logger = logging.getLogger("hostguard.audit")

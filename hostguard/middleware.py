@@ -18,8 +18,9 @@ from django.utils.functional import SimpleLazyObject, empty
 
 from hostguard import audit, responses, signals, sni
 from hostguard.conf import always_allowed, conf, derived
+from hostguard.decision import ALLOW, EXEMPT, MALFORMED, MALFORMED_HOST, Decision, Snapshot
 from hostguard.hosts import DEFAULT_PORTS, HostPort, MalformedHost, parse_host_header, request_port
-from hostguard.policy import ALLOW, EXEMPT, MALFORMED, MALFORMED_HOST, Decision, Snapshot, policy
+from hostguard.policy import policy
 from hostguard.sni import ENVIRON_KEY as SNI_ENVIRON_KEY
 
 EXEMPT_DECISION = Decision(EXEMPT)

@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from hostguard.audit import OVERFLOW_HOST
+from hostguard.decision import Reason
 from hostguard.hosts import InvalidHost, format_authority, normalise_host, to_unicode
 
 
@@ -240,17 +241,8 @@ class MismatchLog(models.Model):
     sample (method, path, remote address, user agent) is the first request of the window.
     """
 
-    REASONS = [
-        ("unknown_host", _("unknown host")),
-        ("other_deployment", _("served by another deployment")),
-        ("inactive", _("inactive")),
-        ("port_mismatch", _("port mismatch")),
-        ("scheme_mismatch", _("scheme mismatch")),
-        ("sni_mismatch", _("SNI mismatch")),
-        ("malformed_host", _("malformed host")),
-    ]
     deployment = models.CharField(_("deployment"), max_length=64, blank=True)
-    reason = models.CharField(_("reason"), max_length=32, choices=REASONS, db_index=True)
+    reason = models.CharField(_("reason"), max_length=32, choices=Reason.choices, db_index=True)
     host = models.CharField(
         _("host"),
         max_length=255,
@@ -302,6 +294,6 @@ class MismatchLog(models.Model):
     @property
     def authority(self) -> str:
         """``scheme://host:port`` as the client asked for it."""
-        if self.reason == "malformed_host" or self.host == OVERFLOW_HOST:
+        if self.reason == Reason.MALFORMED_HOST or self.host == OVERFLOW_HOST:
             return self.host
         return format_authority(self.scheme, self.host, self.port)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.dispatch import Signal
 
-from hostguard.policy import MALFORMED, MISDIRECTED
+from hostguard.decision import MALFORMED, MISDIRECTED
 
 if TYPE_CHECKING:
     from django.http import HttpRequest

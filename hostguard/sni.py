@@ -30,7 +30,7 @@ from hostguard.conf import derived
 from hostguard.hosts import MalformedHost, parse_host_header
 
 if TYPE_CHECKING:
-    from hostguard.policy import Decision, Snapshot
+    from hostguard.decision import Decision, Snapshot
 
 ENVIRON_KEY = "hostguard.sni"
 # The attribute record_sni() leaves on the TLS socket of each connection.
@@ -70,7 +70,7 @@ def check(meta: dict[str, Any], snapshot: Snapshot, decision: Decision) -> Decis
     if not name:
         # Nginx's $ssl_server_name is empty when the client sent no SNI: no check.
         return decision
-    from hostguard.policy import MISDIRECTED, SNI_MISMATCH
+    from hostguard.decision import MISDIRECTED, SNI_MISMATCH
 
     try:
         host, port = parse_host_header(name)

@@ -12,8 +12,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.test import Client, override_settings
 
-from hostguard.models import Authority, Deployment, PolicyStamp, Tenant
-from hostguard.policy import (
+from hostguard.decision import (
     ALLOW,
     INACTIVE,
     MISDIRECTED,
@@ -23,8 +22,9 @@ from hostguard.policy import (
     UNKNOWN_HOST,
     Decision,
     Snapshot,
-    policy,
 )
+from hostguard.models import Authority, Deployment, PolicyStamp, Tenant
+from hostguard.policy import policy
 
 HERE = "eu-1"
 

@@ -24,18 +24,19 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from hostguard.audit import OVERFLOW_HOST
+from hostguard.decision import MALFORMED_HOST, Reason
 from hostguard.models import Authority, MismatchLog, Tenant
-from hostguard.policy import MALFORMED_HOST, policy
+from hostguard.policy import policy
 
 #: One colour per reason, readable on the admin's light and dark themes.
-REASON_COLOURS = {
-    "unknown_host": "#d64545",
-    "other_deployment": "#3b82c4",
-    "inactive": "#8d99a6",
-    "port_mismatch": "#9b59b6",
-    "scheme_mismatch": "#e67e22",
-    "sni_mismatch": "#16a085",
-    "malformed_host": "#c9a227",
+REASON_COLOURS: dict[str, str] = {
+    Reason.UNKNOWN_HOST: "#d64545",
+    Reason.OTHER_DEPLOYMENT: "#3b82c4",
+    Reason.INACTIVE: "#8d99a6",
+    Reason.PORT_MISMATCH: "#9b59b6",
+    Reason.SCHEME_MISMATCH: "#e67e22",
+    Reason.SNI_MISMATCH: "#16a085",
+    Reason.MALFORMED_HOST: "#c9a227",
 }
 OTHER_COLOUR = "#b0b0b0"
 CHART_HOURS = 48
@@ -85,7 +86,7 @@ def hourly_chart(queryset: QuerySet[MismatchLog], now: datetime | None = None) -
     if not totals:
         return format_html('<p class="hostguard-chart-empty">{}</p>', gettext("No mismatches in the last 48 hours."))
 
-    labels = dict(MismatchLog.REASONS)
+    labels = dict(Reason.choices)
     order = [reason for reason in REASON_COLOURS if reason in totals] + sorted(set(totals) - set(REASON_COLOURS))
     width, height = 760, 190
     left, right, top, bottom = 46, 8, 10, 28

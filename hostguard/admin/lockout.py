@@ -21,17 +21,17 @@ from django.http import HttpRequest
 from django.utils.translation import gettext as _
 
 from hostguard.conf import always_allowed, derived
-from hostguard.policy import (
+from hostguard.decision import (
     ALLOW,
     INACTIVE,
     OTHER_DEPLOYMENT,
     PORT_MISMATCH,
-    ROW_FIELDS,
     SCHEME_MISMATCH,
     UNKNOWN_HOST,
     Decision,
     Snapshot,
 )
+from hostguard.policy import ROW_FIELDS
 
 
 @dataclass(frozen=True, slots=True)

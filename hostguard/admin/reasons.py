@@ -5,13 +5,13 @@ from __future__ import annotations
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from hostguard import policy
+from hostguard.decision import Reason, Verdict
 
 #: What a client gets, by verdict.
 VERDICTS: dict[str, Promise] = {
-    policy.ALLOW: _("Served"),
-    policy.MISDIRECTED: _("421 Misdirected Request"),
-    policy.MALFORMED: _("400 Bad Request"),
+    Verdict.ALLOW: _("Served"),
+    Verdict.MISDIRECTED: _("421 Misdirected Request"),
+    Verdict.MALFORMED: _("400 Bad Request"),
 }
 
 ALWAYS_ALLOWED = "always_allowed"
@@ -22,15 +22,15 @@ REASONS: dict[str, Promise] = {
     ALWAYS_ALLOWED: _(
         "%(host)s is listed in HOSTGUARD_ALWAYS_ALLOW: it is let through with no tenant, whatever the authorities say."
     ),
-    policy.UNKNOWN_HOST: _("No authority claims %(host)s: add one to a tenant to serve it."),
-    policy.PORT_MISMATCH: _("An authority claims %(host)s, but none of them on port %(port)s."),
-    policy.SCHEME_MISMATCH: _("An authority claims %(host)s on port %(port)s, but none of them over %(scheme)s."),
-    policy.INACTIVE: _("The authority %(authority)s that claims it, or its tenant “%(tenant)s”, is inactive."),
-    policy.OTHER_DEPLOYMENT: _(
+    Reason.UNKNOWN_HOST: _("No authority claims %(host)s: add one to a tenant to serve it."),
+    Reason.PORT_MISMATCH: _("An authority claims %(host)s, but none of them on port %(port)s."),
+    Reason.SCHEME_MISMATCH: _("An authority claims %(host)s on port %(port)s, but none of them over %(scheme)s."),
+    Reason.INACTIVE: _("The authority %(authority)s that claims it, or its tenant “%(tenant)s”, is inactive."),
+    Reason.OTHER_DEPLOYMENT: _(
         "The tenant “%(tenant)s” is served by the deployment “%(deployment)s”; this process serves “%(here)s”."
     ),
-    policy.SNI_MISMATCH: _("The TLS server name of the connection belongs to another tenant."),
-    policy.MALFORMED_HOST: _(
+    Reason.SNI_MISMATCH: _("The TLS server name of the connection belongs to another tenant."),
+    Reason.MALFORMED_HOST: _(
         "This is not a well-formed Host header: a host name of letters, digits, hyphens and dots, "
         "an IPv4 address or a bracketed IPv6 address, with an optional port from 1 to 65535."
     ),

@@ -14,9 +14,10 @@ from django.utils.translation import gettext_lazy as _
 from hostguard.admin import reasons
 from hostguard.admin.forms import CheckHostForm
 from hostguard.conf import always_allowed, conf, derived
+from hostguard.decision import ALLOW, MALFORMED, MALFORMED_HOST, MISDIRECTED, Decision
 from hostguard.hosts import DEFAULT_PORTS, MalformedHost, parse_host_header, to_unicode
 from hostguard.models import Authority
-from hostguard.policy import ALLOW, MALFORMED, MALFORMED_HOST, MISDIRECTED, Decision, policy
+from hostguard.policy import policy
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin

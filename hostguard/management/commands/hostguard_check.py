@@ -11,6 +11,17 @@ from django.utils.translation import gettext as _
 
 from hostguard import sni
 from hostguard.conf import always_allowed, derived
+from hostguard.decision import (
+    ALLOW,
+    INACTIVE,
+    MISDIRECTED,
+    OTHER_DEPLOYMENT,
+    PORT_MISMATCH,
+    SCHEME_MISMATCH,
+    SNI_MISMATCH,
+    UNKNOWN_HOST,
+    Decision,
+)
 from hostguard.hosts import (
     DEFAULT_PORTS,
     SCHEMES,
@@ -21,18 +32,7 @@ from hostguard.hosts import (
     parse_host_header,
 )
 from hostguard.models import Tenant
-from hostguard.policy import (
-    ALLOW,
-    INACTIVE,
-    MISDIRECTED,
-    OTHER_DEPLOYMENT,
-    PORT_MISMATCH,
-    SCHEME_MISMATCH,
-    SNI_MISMATCH,
-    UNKNOWN_HOST,
-    Decision,
-    policy,
-)
+from hostguard.policy import policy
 
 EXIT_ALLOWED = 0
 EXIT_MISDIRECTED = 1

@@ -40,7 +40,7 @@ from django.db.models import DateTimeField, F, Field, Value
 from django.db.models.functions import Greatest, Least
 from django.utils import timezone
 
-from hostguard.conf import conf, derived
+from hostguard.conf import conf
 
 if TYPE_CHECKING:
     from django.db.models import Manager
@@ -218,7 +218,7 @@ class Recorder:
         """
         if now is None:
             now = time.time()
-        width, max_keys, store = derived.audit_limits
+        width, max_keys, store = conf.audit_limits
         start = int(now // width) * width
         log_line = False
         summaries: list[_Window] = []
@@ -788,7 +788,7 @@ def mismatch(request: HttpRequest, decision: Decision) -> None:
     try:
         meta = request.META
         recorder.record(
-            derived.deployment or "",
+            conf.DEPLOYMENT or "",
             decision.reason,
             decision.host,
             decision.port,

@@ -52,7 +52,7 @@ SHOULD_PRECEDE = (
     "corsheaders.middleware.CorsMiddleware",
 )
 
-TEMPLATES_USED = ("hostguard/421.html", "hostguard/400.html", "hostguard/503.html")
+TEMPLATES_USED = ("hostguard/421.html", "hostguard/400.html", "hostguard/404.html", "hostguard/503.html")
 
 MODES = ("enforce", "report")
 

@@ -1,14 +1,21 @@
-"""hostguard's settings: every ``HOSTGUARD_*`` name, its default, read on access.
+"""hostguard's settings: every ``HOSTGUARD_*`` name, its default, and one parser per value.
 
-Nothing here is frozen at import time, so ``override_settings`` works; values that
-cost something to derive are cached and dropped on ``setting_changed``.
+``conf.NAME`` reads the setting on every access, so ``override_settings`` works and
+nothing is frozen at import time. Values that cost something to derive — parsed host
+patterns, networks, the tuple the middleware reads on every request — are cached on
+the same object under a lower-case name and dropped on ``setting_changed``.
+
+The parsers (``parse_*``) are pure functions: the runtime and the system checks
+(:mod:`hostguard.checks`) call the same ones, so a value the checks accept is a value
+the runtime reads the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from functools import cached_property
-from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Any
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -20,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "HOSTGUARD_ALWAYS_ALLOW": [],
     "HOSTGUARD_EXEMPT_PATHS": [],
     "HOSTGUARD_JSON_PATHS": [],
+    "HOSTGUARD_ADMIN_HOSTS": {},
     "HOSTGUARD_REFRESH_SECONDS": 2.0,
     "HOSTGUARD_DATABASE": "default",
     "HOSTGUARD_MODE": "enforce",
@@ -32,9 +40,196 @@ DEFAULTS: dict[str, Any] = {
     "HOSTGUARD_TRUSTED_PROXIES": [],
 }
 
+MODES = ("enforce", "report")
+#: The ``HOSTGUARD_TRUSTED_PROXIES`` entry that trusts a peer with no network address:
+#: a proxy connected over a Unix-domain socket (``REMOTE_ADDR`` is empty there).
+UNIX_SOCKET = "unix"
+
+
+class InvalidSetting(ValueError):
+    """A setting's value cannot be read; ``entries`` are the offending parts."""
+
+    def __init__(self, message: str, entries: Iterable[object] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.entries = list(entries)
+
+
+# --- parsers ---------------------------------------------------------------------------
+
+
+class HostPatterns(NamedTuple):
+    """Host patterns in ``ALLOWED_HOSTS`` syntax: exact names, ``.suffix`` patterns, ``*``."""
+
+    exact: frozenset[str]
+    suffixes: tuple[str, ...]
+    allow_all: bool
+
+    def matches(self, host: str) -> bool:
+        """Whether ``host`` (normalised, no port) matches, as Django's ``validate_host`` would."""
+        if self.allow_all or host in self.exact:
+            return True
+        # ".example.com" admits example.com and every name under it, as ALLOWED_HOSTS does.
+        return any(host.endswith(suffix) or host == suffix[1:] for suffix in self.suffixes)
+
+
+def parse_host_patterns(patterns: Iterable[str]) -> HostPatterns:
+    exact: set[str] = set()
+    suffixes: list[str] = []
+    allow_all = False
+    for pattern in patterns:
+        text = str(pattern).strip().lower()
+        if text == "*":
+            allow_all = True
+        elif text.startswith("."):
+            suffixes.append(text.rstrip(".") if text != "." else text)
+        elif text:
+            exact.add(text[:-1] if text.endswith(".") else text)
+    return HostPatterns(frozenset(exact), tuple(suffixes), allow_all)
+
+
+Network = IPv4Network | IPv6Network
+
+
+class TrustedProxies(NamedTuple):
+    """The peers whose forwarded SNI header hostguard believes."""
+
+    networks: tuple[Network, ...]
+    any_peer: bool
+    unix_socket: bool
+
+    def trusts(self, remote_addr: str | None) -> bool:
+        """Whether the direct peer (``REMOTE_ADDR``) is a trusted proxy."""
+        if self.any_peer:
+            return True
+        if not remote_addr:
+            # Servers leave REMOTE_ADDR empty (gunicorn) or unset (ASGI) for a Unix socket.
+            return self.unix_socket
+        if not self.networks:
+            return False
+        address = parse_peer(remote_addr)
+        return address is not None and any(address in network for network in self.networks)
+
+
+def parse_peer(remote_addr: str) -> IPv4Address | IPv6Address | None:
+    """``REMOTE_ADDR`` as an address; an IPv4-mapped IPv6 address (``::ffff:10.0.0.1``,
+    what a dual-stack socket reports for an IPv4 peer) as the IPv4 address it maps."""
+    try:
+        address = ip_address(remote_addr.strip().strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def parse_trusted_proxies(value: object) -> TrustedProxies:
+    """``HOSTGUARD_TRUSTED_PROXIES``: addresses, networks, ``"unix"`` or ``"*"``.
+
+    A comma-separated string is read as a list (a lone string is a common slip).
+    Raises :class:`InvalidSetting` naming every entry that is none of these.
+    """
+    entries = value.split(",") if isinstance(value, str) else value
+    networks: list[Network] = []
+    any_peer = unix_socket = False
+    bad: list[object] = []
+    for entry in entries if isinstance(entries, Iterable) else [entries]:
+        text = str(entry).strip()
+        if not text:
+            continue
+        if text == "*":
+            any_peer = True
+        elif text.lower() in (UNIX_SOCKET, "unix:"):
+            unix_socket = True
+        else:
+            try:
+                network = ip_network(text.strip("[]"), strict=False)
+            except ValueError:
+                bad.append(entry)
+                continue
+            networks.append(network)
+            if isinstance(network, IPv6Network) and network.network_address.ipv4_mapped is not None:
+                # ::ffff:10.0.0.0/104 means the IPv4 network; peers are compared as IPv4.
+                mapped = network.network_address.ipv4_mapped
+                networks.append(ip_network(f"{mapped}/{max(0, network.prefixlen - 96)}", strict=False))
+    if bad:
+        raise InvalidSetting(
+            "%s %s neither an IP address, a network, %r nor '*'."
+            % (", ".join(repr(entry) for entry in bad), "is" if len(bad) == 1 else "are", UNIX_SOCKET),
+            bad,
+        )
+    return TrustedProxies(tuple(networks), any_peer, unix_socket)
+
+
+def parse_mode(value: object) -> str:
+    mode = str(value).strip().lower()
+    if mode not in MODES:
+        raise InvalidSetting("%r is not a mode hostguard knows." % (value,), [value])
+    return mode
+
+
+class PathRule(NamedTuple):
+    """``HOSTGUARD_ADMIN_HOSTS``: paths under ``prefix`` only for hosts ``hosts`` matches."""
+
+    prefix: str
+    hosts: HostPatterns
+
+
+def parse_admin_hosts(value: object) -> tuple[PathRule, ...]:
+    """``{"/admin/": ["localhost", ".ops.example.com"]}`` → rules, longest prefix first."""
+    if not isinstance(value, Mapping):
+        raise InvalidSetting("it must be a dict of path prefix → list of hosts, not %s." % type(value).__name__)
+    rules: list[PathRule] = []
+    bad: list[object] = []
+    for prefix, hosts in value.items():
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            bad.append(prefix)
+            continue
+        if isinstance(hosts, str) or not isinstance(hosts, Iterable):
+            raise InvalidSetting("the hosts for %r must be a list of host names, not %r." % (prefix, hosts), [prefix])
+        rules.append(PathRule(prefix, parse_host_patterns(hosts)))
+    if bad:
+        raise InvalidSetting(
+            "its keys are URL path prefixes and must start with '/': %s never match."
+            % ", ".join(repr(prefix) for prefix in bad),
+            bad,
+        )
+    return tuple(sorted(rules, key=lambda rule: len(rule.prefix), reverse=True))
+
+
+def meta_key(header: str) -> str:
+    """The ``request.META`` key of a header name ("X-Forwarded-SNI" → ``HTTP_X_FORWARDED_SNI``)."""
+    key = header.strip().upper().replace("-", "_")
+    return key if key.startswith("HTTP_") else "HTTP_" + key
+
+
+class GateSettings(NamedTuple):
+    """What the middleware reads on every request, in one attribute lookup."""
+
+    exempt_paths: tuple[str, ...]
+    #: No ``SECURE_PROXY_SSL_HEADER``: the scheme can be read from the WSGI environ directly.
+    plain_scheme: bool
+    #: Neither ``X-Forwarded-Host`` nor ``X-Forwarded-Port`` is trusted: Host alone names the authority.
+    host_alone: bool
+    trust_forwarded_host: bool
+    trust_forwarded_port: bool
+    #: ``request.META`` key of ``HOSTGUARD_SNI_HEADER``, or ``None``.
+    sni_meta_key: str | None
+    deployment: str | None
+    always_allow: HostPatterns
+    report_mode: bool
+    #: ``ALLOWED_HOSTS`` when it lists hosts (report mode stays within it), else ``None``.
+    site_allowed_hosts: HostPatterns | None
+    #: Path prefixes ``HOSTGUARD_ADMIN_HOSTS`` restricts (for a quick test), and the rules.
+    restricted_prefixes: tuple[str, ...]
+    path_rules: tuple[PathRule, ...]
+
+
+# --- the settings object ---------------------------------------------------------------
+
 
 class Settings:
-    """Typed, read-through access to hostguard's settings."""
+    """Typed access to hostguard's settings (read on access) and their parsed forms (cached)."""
 
     def _get(self, name: str) -> Any:
         return getattr(settings, name, DEFAULTS[name])
@@ -66,7 +261,7 @@ class Settings:
 
     @property
     def MODE(self) -> str:
-        """``"enforce"`` (refuse) or ``"report"`` (record and log, but let through)."""
+        """``"enforce"`` (refuse) or ``"report"`` (record and log; see :attr:`report_mode`)."""
         return str(self._get("HOSTGUARD_MODE")).strip().lower()
 
     @property
@@ -94,142 +289,82 @@ class Settings:
         value = self._get("HOSTGUARD_SNI_HEADER")
         return str(value) if value else None
 
-    @property
-    def TRUSTED_PROXIES(self) -> list[str]:
-        value = self._get("HOSTGUARD_TRUSTED_PROXIES")
-        # A lone string is a common slip ("10.0.0.1"); iterating it would trust nothing useful.
-        proxies = value.split(",") if isinstance(value, str) else value
-        return [str(proxy) for proxy in proxies if str(proxy).strip()]
+    # --- parsed and cached ------------------------------------------------------------
+
+    @cached_property
+    def always_allow(self) -> HostPatterns:
+        """``HOSTGUARD_ALWAYS_ALLOW``, parsed."""
+        return parse_host_patterns(self.ALWAYS_ALLOW)
+
+    @cached_property
+    def site_allowed_hosts(self) -> HostPatterns | None:
+        """Django's ``ALLOWED_HOSTS``, parsed, or ``None`` when it lets every host through (``'*'``).
+
+        Report mode never serves more than this list did (see :mod:`hostguard.decide`).
+        """
+        patterns = parse_host_patterns(getattr(settings, "ALLOWED_HOSTS", None) or [])
+        return None if patterns.allow_all else patterns
+
+    @cached_property
+    def trusted_proxies(self) -> TrustedProxies:
+        """``HOSTGUARD_TRUSTED_PROXIES``, parsed; raises ImproperlyConfigured (check E013 says why)."""
+        try:
+            return parse_trusted_proxies(self._get("HOSTGUARD_TRUSTED_PROXIES"))
+        except InvalidSetting as exc:
+            raise ImproperlyConfigured("HOSTGUARD_TRUSTED_PROXIES: %s" % exc.message) from None
+
+    @cached_property
+    def path_rules(self) -> tuple[PathRule, ...]:
+        """``HOSTGUARD_ADMIN_HOSTS``, parsed; raises ImproperlyConfigured (check E014 says why)."""
+        try:
+            return parse_admin_hosts(self._get("HOSTGUARD_ADMIN_HOSTS"))
+        except InvalidSetting as exc:
+            raise ImproperlyConfigured("HOSTGUARD_ADMIN_HOSTS: %s" % exc.message) from None
+
+    @cached_property
+    def report_mode(self) -> bool:
+        return self.MODE == "report"
+
+    @cached_property
+    def audit_limits(self) -> tuple[int, int, bool]:
+        """(``AUDIT_WINDOW_SECONDS``, ``AUDIT_MAX_KEYS``, ``AUDIT``), read on every refusal."""
+        return self.AUDIT_WINDOW_SECONDS, self.AUDIT_MAX_KEYS, self.AUDIT
+
+    @cached_property
+    def json_paths(self) -> tuple[str, ...]:
+        return self.JSON_PATHS
+
+    @cached_property
+    def gate(self) -> GateSettings:
+        trust_host = bool(getattr(settings, "USE_X_FORWARDED_HOST", False))
+        trust_port = bool(getattr(settings, "USE_X_FORWARDED_PORT", False))
+        header = self.SNI_HEADER
+        rules = self.path_rules
+        return GateSettings(
+            exempt_paths=self.EXEMPT_PATHS,
+            plain_scheme=getattr(settings, "SECURE_PROXY_SSL_HEADER", None) is None,
+            host_alone=not (trust_host or trust_port),
+            trust_forwarded_host=trust_host,
+            trust_forwarded_port=trust_port,
+            sni_meta_key=meta_key(header) if header else None,
+            deployment=self.DEPLOYMENT,
+            always_allow=self.always_allow,
+            report_mode=self.report_mode,
+            site_allowed_hosts=self.site_allowed_hosts,
+            restricted_prefixes=tuple(rule.prefix for rule in rules),
+            path_rules=rules,
+        )
+
+    def clear(self) -> None:
+        """Drop every cached value (on ``setting_changed``, and in a forked worker)."""
+        for name in [name for name in self.__dict__ if not name.startswith("__")]:
+            del self.__dict__[name]
 
 
 conf = Settings()
 
 
-class Derived:
-    """Values derived from settings that the request path reads; rebuilt on change."""
-
-    @cached_property
-    def exempt_paths(self) -> tuple[str, ...]:
-        return conf.EXEMPT_PATHS
-
-    @cached_property
-    def json_paths(self) -> tuple[str, ...]:
-        return conf.JSON_PATHS
-
-    @cached_property
-    def always_allow(self) -> tuple[frozenset[str], tuple[str, ...], bool]:
-        """(exact hosts, ``.suffix`` patterns, allow-all) from ALLOWED_HOSTS syntax."""
-        exact: set[str] = set()
-        suffixes: list[str] = []
-        allow_all = False
-        for pattern in conf.ALWAYS_ALLOW:
-            pattern = pattern.strip().lower()
-            if pattern == "*":
-                allow_all = True
-            elif pattern.startswith("."):
-                suffixes.append(pattern.rstrip(".") if pattern != "." else pattern)
-            elif pattern:
-                exact.add(pattern[:-1] if pattern.endswith(".") else pattern)
-        return frozenset(exact), tuple(suffixes), allow_all
-
-    @cached_property
-    def deployment(self) -> str | None:
-        return conf.DEPLOYMENT
-
-    @cached_property
-    def report_mode(self) -> bool:
-        return conf.MODE == "report"
-
-    @cached_property
-    def trust_forwarded_host(self) -> bool:
-        return bool(getattr(settings, "USE_X_FORWARDED_HOST", False))
-
-    @cached_property
-    def trust_forwarded_port(self) -> bool:
-        return bool(getattr(settings, "USE_X_FORWARDED_PORT", False))
-
-    @cached_property
-    def audit_limits(self) -> tuple[int, int, bool]:
-        """(``AUDIT_WINDOW_SECONDS``, ``AUDIT_MAX_KEYS``, ``AUDIT``), read on every refusal."""
-        return conf.AUDIT_WINDOW_SECONDS, conf.AUDIT_MAX_KEYS, conf.AUDIT
-
-    @cached_property
-    def host_alone(self) -> bool:
-        """Whether the Host header alone names the authority (no X-Forwarded-* trusted)."""
-        return not (self.trust_forwarded_host or self.trust_forwarded_port)
-
-    @cached_property
-    def allowed(self) -> dict[Any, Any]:
-        """The allow path's memo: (Host header, scheme) → (snapshot, its allow decision).
-
-        Here, so that a settings change empties it; each entry names its snapshot, so
-        a policy refresh retires it (see ``hostguard.middleware``).
-        """
-        return {}
-
-    @cached_property
-    def gate(self) -> tuple[tuple[str, ...], bool, dict[Any, Any] | None, bool]:
-        """What the gate reads on every request, in one attribute lookup: (exempt paths,
-        no SECURE_PROXY_SSL_HEADER, the allow memo if the Host header alone names the
-        authority else ``None``, no HOSTGUARD_SNI_HEADER)."""
-        return (
-            self.exempt_paths,
-            self.proxy_ssl_header is None,
-            self.allowed if self.host_alone else None,
-            self.sni_meta_key is None,
-        )
-
-    @cached_property
-    def proxy_ssl_header(self) -> Any:
-        """Django's ``SECURE_PROXY_SSL_HEADER``: ``None`` lets the gate read the scheme directly."""
-        return getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
-
-    @cached_property
-    def sni_meta_key(self) -> str | None:
-        """The ``request.META`` key of ``HOSTGUARD_SNI_HEADER`` ("X-Forwarded-SNI" → HTTP_X_FORWARDED_SNI)."""
-        header = conf.SNI_HEADER
-        if not header:
-            return None
-        key = header.strip().upper().replace("-", "_")
-        return key if key.startswith("HTTP_") else "HTTP_" + key
-
-    @cached_property
-    def trusted_proxies(self) -> tuple[tuple[IPv4Network | IPv6Network, ...], bool]:
-        """(networks, any peer) parsed from ``HOSTGUARD_TRUSTED_PROXIES``; raises ImproperlyConfigured."""
-        networks: list[IPv4Network | IPv6Network] = []
-        any_peer = False
-        for entry in conf.TRUSTED_PROXIES:
-            text = entry.strip()
-            if text == "*":
-                any_peer = True
-                continue
-            try:
-                networks.append(ip_network(text.strip("[]"), strict=False))
-            except ValueError:
-                raise ImproperlyConfigured(
-                    "HOSTGUARD_TRUSTED_PROXIES: %r is neither an IP address nor a network (10.0.0.0/8, ::1)." % entry
-                ) from None
-        return tuple(networks), any_peer
-
-    def clear(self) -> None:
-        self.__dict__.clear()
-
-
-derived = Derived()
-
-
-def always_allowed(host: str) -> bool:
-    """Whether ``host`` (normalised, no port) matches ``HOSTGUARD_ALWAYS_ALLOW``."""
-    exact, suffixes, allow_all = derived.always_allow
-    if allow_all or host in exact:
-        return True
-    if not suffixes:
-        return False
-    # ".example.com" admits example.com and every name under it, as ALLOWED_HOSTS does.
-    return any(host.endswith(suffix) or host == suffix[1:] for suffix in suffixes)
-
-
 @receiver(setting_changed)
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting.startswith(("HOSTGUARD_", "USE_X_FORWARDED", "SECURE_PROXY_SSL_HEADER")):
-        derived.clear()
+    if setting.startswith(("HOSTGUARD_", "USE_X_FORWARDED", "SECURE_PROXY_SSL_HEADER", "ALLOWED_HOSTS")):
+        conf.clear()

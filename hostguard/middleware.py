@@ -1,29 +1,33 @@
-"""The gate: decide every request's host before anything else in the site runs."""
+"""The gate: decide every request's host before anything else in the site runs.
+
+The decision is :func:`hostguard.decide.decide`'s; this module reads what a request
+carries, answers refusals, sets ``request.hostguard`` and ``request.tenant``, and
+keeps one shortcut: an allow is remembered per (Host header, scheme) for as long as
+the policy's snapshot stays current (see :class:`RememberedAllows`).
+"""
 
 from __future__ import annotations
 
 import math
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.wsgi import WSGIRequest
+from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject, empty
 
 from hostguard import audit, responses, signals, sni
-from hostguard.conf import always_allowed, conf, derived
-from hostguard.decision import ALLOW, EXEMPT, MALFORMED, MALFORMED_HOST, Decision, Snapshot
-from hostguard.hosts import DEFAULT_PORTS, HostPort, MalformedHost, parse_host_header, request_port
+from hostguard.conf import GateSettings, conf
+from hostguard.decide import RequestFacts, decide
+from hostguard.decision import ALLOW, EXEMPT, HIDDEN, MALFORMED, UNAVAILABLE, Decision, Snapshot
 from hostguard.policy import policy
 from hostguard.sni import ENVIRON_KEY as SNI_ENVIRON_KEY
-
-EXEMPT_DECISION = Decision(EXEMPT)
 
 
 class HostGuardMiddleware:
@@ -48,182 +52,159 @@ class HostGuardMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        response = self.gate(request, policy.current)
-        # Only a refusal (or a reported one) is signalled, and only to someone listening.
-        if signals.host_mismatch.receivers and (response is not None or derived.report_mode):
+        decision = self.decision(request)
+        if decision is None:
+            return self.get_response(request)
+        if decision.verdict == UNAVAILABLE:
+            decision = self.full_decision(request, decision.scheme, policy.current())
+        response = self.answer(request, decision)
+        if signals.host_mismatch.receivers and (response is not None or decision.reported):
             signals.send_host_mismatch(type(self), request)
-        if response is not None:
-            return response
-        return self.get_response(request)
+        return self.get_response(request) if response is None else response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        snapshot = policy.ready()
-        if snapshot is None:
-            snapshot = await sync_to_async(policy.current)()
-        response = self.gate(request, lambda: snapshot)
-        if signals.host_mismatch.receivers and (response is not None or derived.report_mode):
-            await signals.asend_host_mismatch(type(self), request)
-        if response is not None:
-            return response
+        decision = self.decision(request)
+        if decision is not None:
+            if decision.verdict == UNAVAILABLE:
+                snapshot = await sync_to_async(policy.current)()
+                decision = self.full_decision(request, decision.scheme, snapshot)
+            response = self.answer(request, decision)
+            if signals.host_mismatch.receivers and (response is not None or decision.reported):
+                await signals.asend_host_mismatch(type(self), request)
+            if response is not None:
+                return response
         result: Awaitable[HttpResponse] = self.get_response(request)
         return await result
 
-    def gate(self, request: HttpRequest, get_snapshot: Callable[[], Snapshot | None]) -> HttpResponse | None:
-        """Decide ``request``; return the refusal, or ``None`` to let it through."""
-        exempt_paths, plain_scheme, allowed, no_sni_header = derived.gate
-        if exempt_paths and request.path_info.startswith(exempt_paths):
-            request.hostguard = EXEMPT_DECISION  # type: ignore[attr-defined]
-            request.tenant = None  # type: ignore[attr-defined]
-            return None
+    def decision(self, request: HttpRequest) -> Decision | None:
+        """The decision for ``request``, or ``None`` when a remembered allow let it in already."""
+        gate = conf.gate
         meta = request.META
-        if plain_scheme and type(request) is WSGIRequest:
+        if gate.plain_scheme and type(request) is WSGIRequest:
             # What is_secure() answers here, without its settings lookup.
             scheme = "https" if meta.get("wsgi.url_scheme") == "https" else "http"
         else:
             scheme = "https" if request.is_secure() else "http"
-        # Served hosts repeat on every request. Parsing, HOSTGUARD_ALWAYS_ALLOW and the
-        # policy lookup are functions of the Host header, the scheme, the settings and
-        # the snapshot, so an allow is remembered per (Host, scheme) for one snapshot.
-        remembered = None if allowed is None else allowed.get((meta.get("HTTP_HOST"), scheme))
-        if (
-            remembered is not None
-            and no_sni_header
-            and SNI_ENVIRON_KEY not in meta
-            # policy.ready(), inlined (a call costs more than this whole test): the
-            # remembered snapshot is still current. A forked worker starts with no
-            # remembered allows (see the end of this module), so the full path runs
-            # once in it and starts its policy's poller.
-            and remembered[0] is policy._snapshot
-            and not policy._stale
-        ):
-            # _origin_form(), inlined (a call costs more than this test).
-            target = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
-            if not target or target[0] == "/":
-                request.hostguard = remembered[1]  # type: ignore[attr-defined]
-                request.tenant = LazyTenant(remembered[2])  # type: ignore[attr-defined]
-                return None
-        try:
-            host, port = request_authority(request)
-        except MalformedHost as exc:
-            refusal = Decision(MALFORMED, MALFORMED_HOST, audit.raw_host(exc), scheme=scheme)
-            request.hostguard = refusal  # type: ignore[attr-defined]
-            audit.mismatch(request, refusal)
-            return responses.malformed(request)
-        effective_port = port if port is not None else DEFAULT_PORTS[scheme]
-        if always_allowed(host):
-            request.hostguard = Decision(ALLOW, "", host, effective_port, scheme)  # type: ignore[attr-defined]
-            request.tenant = None  # type: ignore[attr-defined]
+        if gate.host_alone and remembered.admit(request, meta, scheme, policy.fresh, gate):
             return None
-        snapshot = get_snapshot()
-        if snapshot is None:
-            return responses.unavailable(request, max(1, math.ceil(conf.REFRESH_SECONDS)))
-        decision = snapshot.decide(host, effective_port, scheme, derived.deployment)
-        load_tenant = None
-        if decision.verdict == ALLOW:
-            load_tenant = partial(_load_tenant, decision.tenant_id)
-            _remember(meta, scheme, snapshot, decision, load_tenant)
-        # sni.check leaves the decision as it is when neither source of an SNI name is there.
-        if decision.verdict == ALLOW and (SNI_ENVIRON_KEY in meta or not no_sni_header):
-            decision = sni.check(meta, snapshot, decision)
-        if decision.verdict != ALLOW and derived.report_mode:
-            # Report-only: count and log the would-be 421, then serve the request.
-            decision = replace(decision, reported=True)
+        return self.full_decision(request, scheme, policy.ready())
+
+    def full_decision(self, request: HttpRequest, scheme: str, snapshot: Snapshot | None) -> Decision:
+        """The decision for ``request`` from ``snapshot``, by :func:`hostguard.decide.decide`."""
+        gate = conf.gate
+        meta = request.META
+        facts = RequestFacts(
+            meta.get("HTTP_HOST"),
+            scheme,
+            request.path_info,
+            request_target(meta),
+            meta.get("HTTP_X_FORWARDED_HOST") if gate.trust_forwarded_host else None,
+            meta.get("HTTP_X_FORWARDED_PORT") if gate.trust_forwarded_port else None,
+            sni.request_sni(meta, gate.sni_meta_key),
+        )
+        decision = decide(facts, snapshot, gate)
+        if decision.verdict == ALLOW and decision.tenant_id is not None and gate.host_alone and facts.sni is None:
+            remembered.remember(meta, decision, snapshot)
+        return decision
+
+    def answer(self, request: HttpRequest, decision: Decision) -> HttpResponse | None:
+        """Set what the site reads on ``request``; return the refusal, or ``None`` to serve it."""
         request.hostguard = decision  # type: ignore[attr-defined]
-        if decision.verdict != ALLOW:
-            audit.mismatch(request, decision)
-        if decision.verdict == ALLOW or decision.reported:
-            if load_tenant is None and decision.tenant_id is not None:
-                load_tenant = partial(_load_tenant, decision.tenant_id)
-            request.tenant = None if load_tenant is None else LazyTenant(load_tenant)  # type: ignore[attr-defined]
+        verdict = decision.verdict
+        if verdict in (ALLOW, EXEMPT) or decision.reported:
+            if decision.reported:
+                # Report-only: count and log the would-be 421, then serve the request.
+                audit.mismatch(request, decision)
+            tenant_id = decision.tenant_id
+            request.tenant = None if tenant_id is None else LazyTenant(partial(_load_tenant, tenant_id))  # type: ignore[attr-defined]
             return None
+        if verdict == UNAVAILABLE:
+            return responses.unavailable(request, max(1, math.ceil(conf.REFRESH_SECONDS)))
+        if verdict == HIDDEN:
+            return responses.not_found(request)
+        audit.mismatch(request, decision)
+        if verdict == MALFORMED:
+            return responses.malformed(request)
         return responses.misdirected(request)
 
 
-REMEMBERED_HOSTS = 4096
-_SNAPSHOT = object()  # the key under which derived.allowed names the snapshot it was filled from
+def request_target(meta: dict[str, Any]) -> str | None:
+    """The request target as the server passed it.
 
-
-def _request_target(meta: dict[str, Any]) -> str | None:
-    # WSGI servers pass the target as RAW_URI (gunicorn) or REQUEST_URI (uWSGI,
-    # mod_wsgi); uvicorn's h11 parser leaves an absolute-form target in the path.
+    WSGI servers pass it as ``RAW_URI`` (gunicorn) or ``REQUEST_URI`` (uWSGI,
+    mod_wsgi); uvicorn's h11 parser leaves an absolute-form target in the path.
+    """
     target: str | None = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
     return target
 
 
-def _origin_form(meta: dict[str, Any]) -> bool:
-    """Whether the request target is not absolute-form (as _absolute_target reads it)."""
-    target = _request_target(meta)
-    return not target or target[0] == "/"
+class RememberedAllow(NamedTuple):
+    """An allow decided in full, and what it needs to be handed out again."""
+
+    snapshot: Snapshot
+    decision: Decision
+    load_tenant: Callable[[], Any]
 
 
-def _remember(
-    meta: dict[str, Any], scheme: str, snapshot: Snapshot, decision: Decision, load_tenant: Callable[[], Any] | None
-) -> None:
-    raw = meta.get("HTTP_HOST")
-    if raw is None or not derived.host_alone or not _origin_form(meta):
-        return  # an absolute-form target or a trusted X-Forwarded-* header took part
-    allowed = derived.allowed
-    if allowed.get(_SNAPSHOT) is not snapshot or len(allowed) > REMEMBERED_HOSTS:
-        # A new snapshot retires every entry: drop them, and the old snapshot with them.
-        allowed.clear()
-        allowed[_SNAPSHOT] = snapshot
-    allowed[(raw, scheme)] = (snapshot, decision, load_tenant)
+class RememberedAllows:
+    """Served hosts repeat on every request: an allow is remembered per (Host, scheme).
+
+    Parsing, ``HOSTGUARD_ALWAYS_ALLOW`` and the lookup are functions of the Host
+    header, the scheme, the settings and the snapshot, so an entry holds while its
+    snapshot is the policy's current one and the settings do not change. It is used
+    only where Host alone decides: no trusted ``X-Forwarded-*``, an origin-form
+    target, no TLS server name to check and no ``HOSTGUARD_ADMIN_HOSTS`` path.
+    """
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str | None, str], RememberedAllow] = {}
+        self.snapshot: Snapshot | None = None
+
+    def admit(
+        self, request: HttpRequest, meta: dict[str, Any], scheme: str, snapshot: Snapshot | None, gate: GateSettings
+    ) -> bool:
+        """Let ``request`` in from memory if it can be; return whether it was."""
+        entry = self.entries.get((meta.get("HTTP_HOST"), scheme))
+        if entry is None or entry.snapshot is not snapshot or snapshot is None:
+            return False
+        if gate.sni_meta_key is not None or SNI_ENVIRON_KEY in meta:
+            return False
+        path = request.path_info
+        if (gate.exempt_paths and path.startswith(gate.exempt_paths)) or (
+            gate.restricted_prefixes and path.startswith(gate.restricted_prefixes)
+        ):
+            return False
+        target = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
+        if target and target[0] != "/":
+            return False  # absolute-form: decided in full, against Host
+        request.hostguard = entry.decision  # type: ignore[attr-defined]
+        request.tenant = LazyTenant(entry.load_tenant)  # type: ignore[attr-defined]
+        return True
+
+    def remember(self, meta: dict[str, Any], decision: Decision, snapshot: Snapshot | None) -> None:
+        """Remember an allow decided in full from ``snapshot`` with Host alone."""
+        raw = meta.get("HTTP_HOST")
+        if raw is None or snapshot is None:
+            return
+        target = request_target(meta)
+        if target and target[0] != "/":
+            return
+        if self.snapshot is not snapshot or len(self.entries) >= self.SIZE:
+            # A new snapshot retires every entry: drop them, and the old snapshot with them.
+            self.entries = {}
+            self.snapshot = snapshot
+        load = partial(_load_tenant, decision.tenant_id)
+        self.entries[(raw, decision.scheme)] = RememberedAllow(snapshot, decision, load)
+
+    def clear(self, **kwargs: Any) -> None:
+        self.entries = {}
+        self.snapshot = None
 
 
-def request_authority(request: HttpRequest) -> HostPort:
-    """The authority a request targets, by the matching rules; raises MalformedHost."""
-    meta = request.META
-    raw = meta.get("HTTP_HOST")
-    target = _absolute_target(meta)
-    if target is not None:
-        target_scheme, target_authority = target
-        parsed_target = parse_host_header(target_authority)
-        if raw is None:
-            # HTTP/1.1 requires Host (RFC 9112 §3.2); only 1.0 may rely on the target.
-            if _protocol(request) != "HTTP/1.0":
-                raise MalformedHost("")
-            raw = target_authority
-        elif not _same_authority(parse_host_header(raw), parsed_target, target_scheme):
-            raise MalformedHost(raw)
-    if raw is None:
-        raise MalformedHost("")
-    # X-Forwarded-Host replaces a present Host when the site trusts it; it never
-    # stands in for a missing one.
-    if derived.trust_forwarded_host and "HTTP_X_FORWARDED_HOST" in meta:
-        raw = meta["HTTP_X_FORWARDED_HOST"]
-    parsed = parse_host_header(raw)
-    if derived.trust_forwarded_port and "HTTP_X_FORWARDED_PORT" in meta:
-        forwarded = meta["HTTP_X_FORWARDED_PORT"]
-        return HostPort(parsed.host, request_port(forwarded, forwarded))
-    return parsed
-
-
-def _absolute_target(meta: dict[str, Any]) -> tuple[str, str] | None:
-    """(scheme, authority) of an absolute-form request target, if the server passed one."""
-    uri = _request_target(meta)
-    if not uri or uri[0] == "/" or uri == "*":
-        return None
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return None
-    authority = rest
-    for delimiter in "/?#":
-        authority = authority.partition(delimiter)[0]
-    return scheme.lower(), authority
-
-
-def _protocol(request: HttpRequest) -> str:
-    scope = getattr(request, "scope", None)  # ASGI requests carry no SERVER_PROTOCOL
-    if scope is not None:
-        return "HTTP/%s" % scope.get("http_version", "1.1")
-    return str(request.META.get("SERVER_PROTOCOL", ""))
-
-
-def _same_authority(host: HostPort, target: HostPort, target_scheme: str) -> bool:
-    # Host is the target URI's authority (RFC 9110 §7.2): a port either leaves out
-    # is the default of the target's scheme, not of the connection's.
-    default = DEFAULT_PORTS.get(target_scheme)
-    return host.host == target.host and (host.port or default) == (target.port or default)
+remembered = RememberedAllows()
+setting_changed.connect(remembered.clear, dispatch_uid="hostguard.remembered_allows")
 
 
 class LazyTenant(SimpleLazyObject):
@@ -245,5 +226,6 @@ def _load_tenant(tenant_id: int | None) -> Any:
 
 
 if hasattr(os, "register_at_fork"):
-    # Empties the remembered allows (and the cached settings) in a forked worker.
-    os.register_at_fork(after_in_child=derived.clear)
+    # A forked worker starts with nothing remembered and settings read afresh.
+    os.register_at_fork(after_in_child=remembered.clear)
+    os.register_at_fork(after_in_child=conf.clear)

@@ -68,9 +68,13 @@ def build_snapshot(using: str | None = None) -> Snapshot:
 class Policy:
     """The process-wide holder of the current snapshot."""
 
+    #: The snapshot to decide with when no database work is due, else ``None``: one
+    #: attribute read for the middleware's shortcut (see :meth:`ready`).
+    fresh: Snapshot | None = None
+
     def __init__(self) -> None:
-        self._snapshot: Snapshot | None = None
-        self._stale = False
+        self.__snapshot: Snapshot | None = None
+        self.__stale = False
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._poller: threading.Thread | None = None
@@ -78,6 +82,24 @@ class Policy:
         self._last_warning = float("-inf")
         self._failing = False
         self._local = threading.local()
+
+    @property
+    def _snapshot(self) -> Snapshot | None:
+        return self.__snapshot
+
+    @_snapshot.setter
+    def _snapshot(self, snapshot: Snapshot | None) -> None:
+        self.__snapshot = snapshot
+        self.fresh = None if self.__stale else snapshot
+
+    @property
+    def _stale(self) -> bool:
+        return self.__stale
+
+    @_stale.setter
+    def _stale(self, stale: bool) -> None:
+        self.__stale = stale
+        self.fresh = None if stale else self.__snapshot
 
     # --- the request path ---------------------------------------------------------
 

@@ -18,7 +18,7 @@ from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation import gettext, gettext_noop
 
-from hostguard.conf import derived
+from hostguard.conf import conf
 
 JSON_TYPES = ("application/problem+json", "application/json")
 _NEGOTIATED = ("text/html", *JSON_TYPES)
@@ -42,7 +42,7 @@ def _read_settings() -> tuple[bool, str, str, bool]:
 
 
 def wants_json(request: HttpRequest) -> bool:
-    json_paths = derived.json_paths
+    json_paths = conf.json_paths
     if json_paths and request.path_info.startswith(json_paths):
         return True
     accept = request.META.get("HTTP_ACCEPT", "")
@@ -142,6 +142,8 @@ MISDIRECTED_DETAIL = gettext_noop(
 )
 MALFORMED_TITLE = gettext_noop("Bad Request")
 MALFORMED_DETAIL = gettext_noop("The request's Host header is missing or malformed.")
+NOT_FOUND_TITLE = gettext_noop("Not Found")
+NOT_FOUND_DETAIL = gettext_noop("The requested resource was not found on this server.")
 UNAVAILABLE_TITLE = gettext_noop("Service Unavailable")
 UNAVAILABLE_DETAIL = gettext_noop("This server cannot check which hosts it serves right now. Please retry shortly.")
 
@@ -152,6 +154,12 @@ def misdirected(request: HttpRequest) -> HttpResponse:
 
 def malformed(request: HttpRequest) -> HttpResponse:
     return _response(request, 400, "hostguard/400.html", MALFORMED_TITLE, MALFORMED_DETAIL, "malformed_host")
+
+
+def not_found(request: HttpRequest) -> HttpResponse:
+    """A plain 404 for a path ``HOSTGUARD_ADMIN_HOSTS`` keeps to other hosts: it says nothing
+    of why, so a customer's domain does not even reveal that an admin exists."""
+    return _response(request, 404, "hostguard/404.html", NOT_FOUND_TITLE, NOT_FOUND_DETAIL, "not_found")
 
 
 def unavailable(request: HttpRequest, retry_after: int) -> HttpResponse:

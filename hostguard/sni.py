@@ -15,22 +15,20 @@ Where the SNI name comes from, in this order:
   if the direct peer (``REMOTE_ADDR``) is in ``HOSTGUARD_TRUSTED_PROXIES``.
 
 No SNI at all (a client that sent none, plain HTTP, an untrusted peer) means no check.
-This module reads no settings at import and imports nothing server-specific.
+The check itself is step 8 of :func:`hostguard.decide.decide`; this module finds the
+name. It reads no settings at import and imports nothing server-specific.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
-from dataclasses import replace
-from ipaddress import ip_address
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from hostguard.conf import derived
-from hostguard.hosts import MalformedHost, parse_host_header
+from hostguard.conf import conf
 
-if TYPE_CHECKING:
-    from hostguard.decision import Decision, Snapshot
+logger = logging.getLogger("hostguard.sni")
 
 ENVIRON_KEY = "hostguard.sni"
 # The attribute record_sni() leaves on the TLS socket of each connection.
@@ -39,51 +37,39 @@ SOCKET_ATTRIBUTE = "hostguard_sni"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def request_sni(meta: dict[str, Any]) -> str | None:
-    """The SNI name of a request's connection, or ``None`` when there is none to trust."""
+def request_sni(meta: dict[str, Any], meta_key: str | None) -> str | None:
+    """The SNI name of a request's connection, or ``None`` when there is none to trust.
+
+    ``meta_key`` is the ``request.META`` key of ``HOSTGUARD_SNI_HEADER`` (or ``None``).
+    """
     name = meta.get(ENVIRON_KEY)
     if name is not None:
         return str(name)
-    key = derived.sni_meta_key
-    if key is None or key not in meta:
+    if meta_key is None or meta_key not in meta:
         return None
-    return str(meta[key]) if trusted_peer(meta.get("REMOTE_ADDR")) else None
+    peer = meta.get("REMOTE_ADDR")
+    if conf.trusted_proxies.trusts(peer):
+        return str(meta[meta_key])
+    _untrusted_header(peer)
+    return None
 
 
-def trusted_peer(remote_addr: str | None) -> bool:
-    """Whether the direct peer is one of ``HOSTGUARD_TRUSTED_PROXIES``."""
-    networks, any_peer = derived.trusted_proxies
-    if any_peer:
-        return True
-    if not remote_addr or not networks:
-        return False
-    try:
-        address = ip_address(remote_addr.strip("[]"))
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
+_warned_untrusted = False
 
 
-def check(meta: dict[str, Any], snapshot: Snapshot, decision: Decision) -> Decision:
-    """``decision`` (an allow), or a 421 ``sni_mismatch`` if the SNI name is another tenant's."""
-    name = request_sni(meta)
-    if not name:
-        # Nginx's $ssl_server_name is empty when the client sent no SNI: no check.
-        return decision
-    from hostguard.decision import MISDIRECTED, SNI_MISMATCH
-
-    try:
-        host, port = parse_host_header(name)
-    except MalformedHost:
-        host, port = "", None
-    # An SNI name is a bare DNS name (RFC 6066 §3): never a port or an IP literal.
-    if host and port is None and not host.startswith("["):
-        if host == decision.host:
-            return decision
-        sni_decision = snapshot.decide(host, decision.port or 0, decision.scheme, derived.deployment)
-        if sni_decision.tenant_id is not None and sni_decision.tenant_id == decision.tenant_id:
-            return decision
-    return replace(decision, verdict=MISDIRECTED, reason=SNI_MISMATCH)
+def _untrusted_header(peer: str | None) -> None:
+    # A proxy that sends the header but is not trusted is a misconfiguration that turns
+    # the SNI check off: say so once per process, not once per request.
+    global _warned_untrusted
+    if _warned_untrusted:
+        return
+    _warned_untrusted = True
+    logger.warning(
+        "hostguard ignores %s from %s, which is not in HOSTGUARD_TRUSTED_PROXIES: the SNI check is off for "
+        "requests through it. Trust the proxy's address (or 'unix' for a Unix socket) if it sets the header.",
+        conf.SNI_HEADER,
+        peer or "a peer with no address (a Unix socket)",
+    )
 
 
 # --- capturing SNI where the server terminates TLS (gunicorn and friends) --------------

@@ -131,14 +131,14 @@ def test_refusal_headers_are_whole_on_every_response(client: Client) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_forked_worker_decides_its_first_request_in_full(client: Client, acme: Tenant) -> None:
-    from hostguard.conf import derived
+    from hostguard.middleware import remembered
 
     assert whoami(client, "acme.example").status_code == 200
-    assert derived.allowed  # the parent remembers the allow
+    assert remembered.entries  # the parent remembers the allow
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through its exit status
-        # Nothing remembered: its first request runs policy.current(), which starts
+        # Nothing remembered: its first request takes the full path, which starts
         # the child's own poller (threads do not survive fork()).
-        os._exit(0 if "allowed" not in derived.__dict__ else 1)
+        os._exit(0 if not remembered.entries else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

@@ -10,7 +10,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client, override_settings
 
-from hostguard.conf import derived
+from hostguard.conf import conf
 from hostguard.models import Authority, Deployment, Tenant
 from hostguard.sni import ENVIRON_KEY
 from tests.asgi import asgi_get
@@ -146,4 +146,4 @@ def test_the_servers_own_sni_needs_no_setting_and_no_trusted_peer(client: Client
 @override_settings(HOSTGUARD_TRUSTED_PROXIES=["10.0.0.0/8", "proxy.internal"])
 def test_a_trusted_proxy_that_is_not_an_address_is_named_in_the_error() -> None:
     with pytest.raises(ImproperlyConfigured, match=r"'proxy\.internal'"):
-        _ = derived.trusted_proxies
+        _ = conf.trusted_proxies

@@ -7,7 +7,6 @@ fields, and ask the lockout guard before a change that could lock staff out.
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar
 
 from django import forms
@@ -18,14 +17,12 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from hostguard.admin import lockout
+from hostguard.decide import ProbeError, probe
 from hostguard.hosts import (
-    SCHEMES,
     AuthoritySpec,
     InvalidHost,
-    MalformedHost,
     format_authority,
     parse_authority,
-    parse_host_header,
     parse_port,
 )
 from hostguard.models import Authority, Deployment, Tenant
@@ -318,41 +315,15 @@ class MoveTenantsForm(forms.Form):
     )
 
 
-_URL_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
-
-
-def split_target(text: str) -> tuple[str, str, str]:
-    """(scheme or ``''``, Host header, the Unicode text it was converted from or ``''``).
-
-    A pasted URL loses its scheme and path; a Unicode name becomes its A-label form,
-    as a browser would send it. Anything else is checked exactly as typed.
-    """
-    text = text.strip()
-    scheme = ""
-    match = _URL_SCHEME_RE.match(text)
-    if match:
-        scheme = match.group(1).lower()
-        text = text[match.end() :]
-    header = re.split(r"[/?#]", text, maxsplit=1)[0]
-    if header.isascii():
-        return scheme, header, ""
-    try:
-        spec = parse_authority(header)
-    except InvalidHost:
-        return scheme, header, ""  # parse_host_header calls it malformed, as the middleware would
-    converted = spec.host if spec.port is None else f"{spec.host}:{spec.port}"
-    return scheme, converted, header
-
-
 class CheckHostForm(forms.Form):
     """The "Check a host" page: what a request for this host would get, right now."""
 
     host = forms.CharField(
-        label=_("Host"),
+        label=_("Host or URL"),
         max_length=2048,
         help_text=_(
             "The Host header as a client sends it (shop.example, shop.example:8443), a Unicode name, or a "
-            "whole URL; a path after the host is ignored."
+            "whole URL; a URL's path counts (exempt paths, HOSTGUARD_ADMIN_HOSTS)."
         ),
         error_messages={"required": _("Enter a host name.")},
         widget=forms.TextInput(attrs={"size": 50, "autofocus": True, "autocapitalize": "none", "spellcheck": "false"}),
@@ -367,38 +338,25 @@ class CheckHostForm(forms.Form):
         label=_("Port"),
         help_text=_("Leave blank to use the port in the host, or the scheme's default (80 or 443)."),
     )
+    sni = forms.CharField(
+        label=_("TLS server name"),
+        required=False,
+        max_length=255,
+        help_text=_(
+            "The name the TLS connection was opened for (SNI), to check HTTP/2 connection reuse. Leave blank for none."
+        ),
+        widget=forms.TextInput(attrs={"size": 40, "autocapitalize": "none", "spellcheck": "false"}),
+    )
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         assert cleaned is not None
-        if "host" not in cleaned:
+        if "host" not in cleaned or self.errors:
             return cleaned
-        url_scheme, header, converted_from = split_target(cleaned["host"])
-        cleaned.update(header=header, converted_from=converted_from)
-        if url_scheme and url_scheme not in SCHEMES:
-            self.add_error(
-                "host",
-                gettext("The scheme “%(scheme)s” is never served: use http or https.") % {"scheme": url_scheme},
-            )
-            return cleaned
-        chosen = cleaned.get("scheme") or ""
-        if chosen and url_scheme and chosen != url_scheme:
-            self.add_error(
-                "scheme",
-                gettext("The URL says %(url)s but this field says %(field)s: clear one of them.")
-                % {"url": url_scheme, "field": chosen},
-            )
-        cleaned["effective_scheme"] = chosen or url_scheme or "https"
-        port = cleaned.get("port")
-        if port is not None:
-            try:
-                header_port = parse_host_header(header).port
-            except MalformedHost:
-                header_port = None
-            if header_port is not None and header_port != port:
-                self.add_error(
-                    "port",
-                    gettext("The host says port %(host_port)d but this field says %(port)d: clear one of them.")
-                    % {"host_port": header_port, "port": port},
-                )
+        try:
+            probe(cleaned["host"], cleaned.get("scheme") or None, cleaned.get("port"), cleaned.get("sni") or None)
+        except ProbeError as exc:
+            self.add_error(exc.field, exc.message)
+        except InvalidHost as exc:
+            self.add_error("sni", exc.message)
         return cleaned

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 
-from hostguard.conf import always_allowed, derived
+from hostguard.conf import conf
 from hostguard.decision import (
     ALLOW,
     INACTIVE,
@@ -61,7 +61,7 @@ def serving(request: HttpRequest | None) -> Decision | None:
     decision = getattr(request, "hostguard", None)
     if not isinstance(decision, Decision) or decision.verdict != ALLOW or decision.authority_id is None:
         return None
-    if always_allowed(decision.host):
+    if conf.always_allow.matches(decision.host):
         return None
     return decision
 
@@ -108,7 +108,7 @@ def decide_after(decision: Decision, claims: Iterable[Claim]) -> Decision:
             )
         )
     snapshot = Snapshot.from_rows(0, rows)
-    return snapshot.decide(decision.host, decision.port or 0, decision.scheme, derived.deployment)
+    return snapshot.decide(decision.host, decision.port or 0, decision.scheme, conf.DEPLOYMENT)
 
 
 def refusal(request: HttpRequest | None, edit: Edit, using: str | None = None) -> str | None:
@@ -146,7 +146,7 @@ def _consequence(after: Decision, host: str) -> str:
         return _("its tenant “%(tenant)s” would be served by the deployment “%(deployment)s”, not “%(here)s”") % {
             "tenant": after.tenant_slug,
             "deployment": after.deployment,
-            "here": derived.deployment or "",
+            "here": conf.DEPLOYMENT or "",
         }
     return after.reason
 

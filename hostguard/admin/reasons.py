@@ -12,11 +12,15 @@ VERDICTS: dict[str, Promise] = {
     Verdict.ALLOW: _("Served"),
     Verdict.MISDIRECTED: _("421 Misdirected Request"),
     Verdict.MALFORMED: _("400 Bad Request"),
+    Verdict.EXEMPT: _("Served (exempt path)"),
+    Verdict.HIDDEN: _("404 Not Found"),
+    Verdict.UNAVAILABLE: _("503 Service Unavailable"),
 }
 
 ALWAYS_ALLOWED = "always_allowed"
 
-#: Why, by reason. Placeholders: host, port, scheme, tenant, deployment, here.
+#: Why, by reason (and for verdicts without one). Placeholders: host, port, scheme,
+#: authority, tenant, deployment, here, sni, path.
 REASONS: dict[str, Promise] = {
     "": _("The authority %(authority)s of the tenant “%(tenant)s” claims it, and this deployment serves that tenant."),
     ALWAYS_ALLOWED: _(
@@ -29,10 +33,20 @@ REASONS: dict[str, Promise] = {
     Reason.OTHER_DEPLOYMENT: _(
         "The tenant “%(tenant)s” is served by the deployment “%(deployment)s”; this process serves “%(here)s”."
     ),
-    Reason.SNI_MISMATCH: _("The TLS server name of the connection belongs to another tenant."),
+    Reason.SNI_MISMATCH: _(
+        "The connection was opened for the TLS server name %(sni)s, which is not a host of the tenant “%(tenant)s”."
+    ),
     Reason.MALFORMED_HOST: _(
         "This is not a well-formed Host header: a host name of letters, digits, hyphens and dots, "
         "an IPv4 address or a bracketed IPv6 address, with an optional port from 1 to 65535."
+    ),
+    Verdict.EXEMPT: _("The path %(path)s is in HOSTGUARD_EXEMPT_PATHS: it is never gated, whatever the host."),
+    Verdict.HIDDEN: _(
+        "HOSTGUARD_ADMIN_HOSTS keeps the path %(path)s to other hosts: %(host)s gets a plain 404 Not Found there."
+    ),
+    Verdict.UNAVAILABLE: _(
+        "The policy cannot be loaded from the database right now: every request gets "
+        "503 Service Unavailable until it can."
     ),
 }
 
@@ -50,6 +64,8 @@ def explain(reason: str, **values: object) -> str:
         "tenant": "",
         "deployment": "",
         "here": "",
+        "sni": "",
+        "path": "",
     }
     defaults.update(values)
     return str(text) % defaults

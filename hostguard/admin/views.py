@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -13,9 +13,10 @@ from django.utils.translation import gettext_lazy as _
 
 from hostguard.admin import reasons
 from hostguard.admin.forms import CheckHostForm
-from hostguard.conf import always_allowed, conf, derived
-from hostguard.decision import ALLOW, MALFORMED, MALFORMED_HOST, MISDIRECTED, Decision
-from hostguard.hosts import DEFAULT_PORTS, MalformedHost, parse_host_header, to_unicode
+from hostguard.conf import conf
+from hostguard.decide import decide, probe
+from hostguard.decision import ALLOW, EXEMPT, HIDDEN, MALFORMED, MISDIRECTED, UNAVAILABLE, Decision
+from hostguard.hosts import to_unicode
 from hostguard.models import Authority
 from hostguard.policy import policy
 
@@ -33,7 +34,7 @@ class CheckResult:
     verdict: str
     reason: str
     explanation: str
-    decision: Decision | None
+    decision: Decision
     authority: Authority | None
     here: str
     policy_version: int | None
@@ -45,99 +46,66 @@ class CheckResult:
 
     @property
     def served(self) -> bool:
-        return self.verdict == ALLOW
+        return self.status == 200
 
     @property
     def status(self) -> int:
-        return {ALLOW: 200, MISDIRECTED: 421, MALFORMED: 400}.get(self.verdict, 503)
+        if self.decision is not None and self.decision.reported:
+            return 200
+        return {ALLOW: 200, EXEMPT: 200, MISDIRECTED: 421, MALFORMED: 400, HIDDEN: 404}.get(self.verdict, 503)
 
     @property
     def unicode_host(self) -> str:
         return to_unicode(self.host) if self.host else ""
 
 
-def check_host(header: str, scheme: str, port: int | None = None, converted_from: str = "") -> CheckResult:
-    """What a request for ``header`` over ``scheme`` gets from this process right now.
+def check_host(text: str, scheme: str | None = None, port: int | None = None, sni: str | None = None) -> CheckResult:
+    """What a request for ``text`` (a Host value or URL) gets from this process right now.
 
-    The same steps as :class:`~hostguard.middleware.HostGuardMiddleware`: strict
-    parsing, ``HOSTGUARD_ALWAYS_ALLOW``, then the current policy snapshot.
+    Decided by :func:`hostguard.decide.decide`, the middleware's own pipeline, from
+    this process's current snapshot. Raises ``InvalidHost`` for a contradiction.
     """
-    here = derived.deployment or ""
-    common: dict[str, Any] = {"header": header, "converted_from": converted_from, "scheme": scheme, "here": here}
-    try:
-        host, header_port = parse_host_header(header)
-    except MalformedHost:
-        return CheckResult(
-            host="",
-            port=None,
-            verdict=MALFORMED,
-            reason=MALFORMED_HOST,
-            explanation=reasons.explain(MALFORMED_HOST),
-            decision=None,
-            authority=None,
-            policy_version=None,
-            policy_size=None,
-            **common,
-        )
-    effective_port = port if port is not None else header_port
-    if effective_port is None:
-        effective_port = DEFAULT_PORTS[scheme]
-    if always_allowed(host):
-        return CheckResult(
-            host=host,
-            port=effective_port,
-            verdict=ALLOW,
-            reason=reasons.ALWAYS_ALLOWED,
-            explanation=reasons.explain(reasons.ALWAYS_ALLOWED, host=host),
-            decision=None,
-            authority=None,
-            policy_version=None,
-            policy_size=None,
-            **common,
-        )
+    described = probe(text, scheme, port, sni)
+    facts = described.facts
     snapshot = policy.current()
-    if snapshot is None:
-        return CheckResult(
-            host=host,
-            port=effective_port,
-            verdict="unavailable",
-            reason="unavailable",
-            explanation=gettext(
-                "The policy cannot be loaded from the database right now: every request gets "
-                "503 Service Unavailable until it can."
-            ),
-            decision=None,
-            authority=None,
-            policy_version=None,
-            policy_size=None,
-            **common,
-        )
-    decision = snapshot.decide(host, effective_port, scheme, derived.deployment)
+    decision = decide(facts, snapshot, conf.gate)
+    here = conf.DEPLOYMENT or ""
     authority = None
     if decision.authority_id is not None:
         authority = Authority.objects.select_related("tenant__deployment").filter(pk=decision.authority_id).first()
-    tenant_name = authority.tenant.name if authority is not None else decision.tenant_slug
+    reason = decision.reason
+    if decision.verdict == ALLOW and decision.tenant_id is None:
+        reason = reasons.ALWAYS_ALLOWED
+    elif decision.verdict in (EXEMPT, HIDDEN, UNAVAILABLE):
+        reason = decision.verdict
     explanation = reasons.explain(
-        decision.reason,
-        host=host,
-        port=effective_port,
-        scheme=scheme,
+        reason,
+        host=decision.host,
+        port=decision.port or "",
+        scheme=decision.scheme,
         authority=decision.authority,
-        tenant=tenant_name,
+        tenant=authority.tenant.name if authority is not None else decision.tenant_slug,
         deployment=decision.deployment,
         here=here or gettext("(none: HOSTGUARD_DEPLOYMENT is not set)"),
+        sni=decision.sni,
+        path=facts.path,
     )
+    if decision.reported:
+        explanation += " " + gettext("HOSTGUARD_MODE is “report”: the request is logged as refused, then served.")
     return CheckResult(
-        host=host,
-        port=effective_port,
+        header=facts.host or "",
+        converted_from=described.converted_from,
+        host=decision.host if decision.verdict != MALFORMED else "",
+        port=decision.port,
+        scheme=decision.scheme or facts.scheme,
         verdict=decision.verdict,
-        reason=decision.reason,
+        reason=reason,
         explanation=explanation,
         decision=decision,
         authority=authority,
-        policy_version=snapshot.version,
-        policy_size=snapshot.size,
-        **common,
+        here=here,
+        policy_version=snapshot.version if snapshot is not None else None,
+        policy_size=snapshot.size if snapshot is not None else None,
     )
 
 
@@ -148,7 +116,7 @@ def check_host_view(model_admin: ModelAdmin, request: HttpRequest) -> HttpRespon
     result = None
     if form.is_bound and form.is_valid():
         data = form.cleaned_data
-        result = check_host(data["header"], data["effective_scheme"], data["port"], data["converted_from"])
+        result = check_host(data["host"], data["scheme"] or None, data["port"], data["sni"] or None)
     opts = model_admin.model._meta
     context = {
         **model_admin.admin_site.each_context(request),
@@ -158,7 +126,7 @@ def check_host_view(model_admin: ModelAdmin, request: HttpRequest) -> HttpRespon
         "app_label": opts.app_label,
         "form": form,
         "result": result,
-        "here": derived.deployment,
+        "here": conf.DEPLOYMENT,
         "exempt_paths": conf.EXEMPT_PATHS,
         "media": model_admin.media + form.media,
     }

@@ -8,9 +8,18 @@
 - ``FORWARDED_ALLOW_IPS``: peers whose X-Forwarded-* headers gunicorn trusts.
 - ``SSL_CERTFILE``, ``SSL_KEYFILE``: terminate TLS in gunicorn; each connection's
   SNI name then reaches hostguard as ``environ["hostguard.sni"]``.
+- ``GUNICORN_CONTROL_SOCKET``: the Unix socket ``gunicornc`` talks to, or ``off``
+  for none. By default each instance gets its own, named after its first bind
+  address: ``gunicorn-127.0.0.1-8000.ctl`` in ``$XDG_RUNTIME_DIR``, or in
+  ``~/.gunicorn/`` without it (``gunicornc -s ~/.gunicorn/gunicorn-127.0.0.1-8000.ctl``).
+  gunicorn's own default is one path per user, which every instance started from
+  this file would share: the last one started would take it over, and stopping any
+  one would delete it for the others — several deployments on one host could not
+  be told apart.
 """
 
 import os
+import re
 
 if "BIND" in os.environ:
     bind = [address.strip() for address in os.environ["BIND"].split(",") if address.strip()]
@@ -25,6 +34,21 @@ errorlog = "-"
 # Trust X-Forwarded-* (scheme, for SECURE_PROXY_SSL_HEADER) only from these peers.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "10"))
+
+
+def _control_socket_path(first_bind):
+    """Where gunicorn would put its socket, named after this instance's bind address."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    directory = runtime if runtime and os.path.isdir(runtime) else os.path.join(os.path.expanduser("~"), ".gunicorn")
+    name = re.sub(r"[^A-Za-z0-9.]+", "-", first_bind).strip("-") or "default"
+    return os.path.join(directory, f"gunicorn-{name}.ctl")
+
+
+_control = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip()
+if _control.lower() in ("off", "none", "false", "0"):
+    control_socket_disable = True
+else:
+    control_socket = _control or _control_socket_path(bind[0] if bind else "")
 
 if os.environ.get("SSL_CERTFILE"):
     certfile = os.environ["SSL_CERTFILE"]

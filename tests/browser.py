@@ -39,11 +39,18 @@ def unavailable(reason: str) -> None:
 
 
 @contextmanager
-def chromium(host_map: dict[str, str] | None = None) -> Iterator[Any]:
+def chromium(
+    host_map: dict[str, str] | None = None, *, home: Path | None = None, net_log: Path | None = None
+) -> Iterator[Any]:
     """A headless Chromium; ``host_map`` sends those host names to loopback addresses.
 
     With ``{"acme.test": "127.0.0.1"}`` the browser connects to 127.0.0.1 and sends
     ``Host: acme.test:PORT``, as it would for a real tenant domain.
+
+    ``home`` becomes the browser's ``HOME``: Chromium on Linux trusts the certificate
+    authorities of ``$HOME/.pki/nssdb`` (see :func:`tests.tls.nss_home`). ``net_log``
+    is where Chromium writes its NetLog (JSON, complete once the browser has closed):
+    the connections it opened and reused, and why it restarted a request.
     """
     try:
         from playwright.sync_api import sync_playwright
@@ -55,8 +62,13 @@ def chromium(host_map: dict[str, str] | None = None) -> Iterator[Any]:
     if host_map:
         rules = ", ".join(f"MAP {name} {address}" for name, address in host_map.items())
         args.append(f"--host-resolver-rules={rules}")
+    if net_log is not None:
+        args.append(f"--log-net-log={net_log}")
+    env: dict[str, str | float | bool] | None = {**os.environ, "HOME": str(home)} if home is not None else None
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args, timeout=30_000)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=args, env=env, timeout=30_000
+        )
         try:
             yield browser
         finally:

@@ -50,6 +50,10 @@ def _end_background_sessions(django_db_setup: None, django_db_blocker: Any) -> I
     on PostgreSQL one still open would keep the test database from being dropped.
     """
     yield
+    # Only a test database pytest-django made (it makes none when no test of the run
+    # needs one, and connecting would then name the site's own database).
+    if connection.vendor != "postgresql" or not str(connection.settings_dict["NAME"]).startswith("test_"):
+        return
     with django_db_blocker.unblock():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:

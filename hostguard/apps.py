@@ -10,7 +10,6 @@ class HostGuardConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.core import checks
         from django.db.models.signals import post_delete, post_save
 
         from hostguard import checks as hostguard_checks
@@ -25,15 +24,4 @@ class HostGuardConfig(AppConfig):
             post_delete.connect(
                 policy_changed, sender=model, dispatch_uid=f"hostguard.delete.{model.__name__}", weak=False
             )
-        for check in (
-            hostguard_checks.check_deployment,
-            hostguard_checks.check_middleware,
-            hostguard_checks.check_allowed_hosts,
-            hostguard_checks.check_templates,
-            hostguard_checks.check_setting_names,
-            hostguard_checks.check_setting_types,
-        ):
-            checks.register(check, "hostguard")
-        # Run by `manage.py check --database default`: they query the database.
-        checks.register(hostguard_checks.check_migrations, "hostguard", checks.Tags.database)
-        checks.register(hostguard_checks.check_deployment_exists, "hostguard", checks.Tags.database)
+        hostguard_checks.register()

@@ -220,7 +220,8 @@ class GateSettings(NamedTuple):
     report_mode: bool
     #: ``ALLOWED_HOSTS`` when it lists hosts (report mode stays within it), else ``None``.
     site_allowed_hosts: HostPatterns | None
-    #: Path prefixes ``HOSTGUARD_ADMIN_HOSTS`` restricts (for a quick test), and the rules.
+    #: Path prefixes ``HOSTGUARD_ADMIN_HOSTS`` restricts, without their trailing slash (a
+    #: quick test that may match more than the rules do), and the rules.
     restricted_prefixes: tuple[str, ...]
     path_rules: tuple[PathRule, ...]
 
@@ -351,7 +352,7 @@ class Settings:
             always_allow=self.always_allow,
             report_mode=self.report_mode,
             site_allowed_hosts=self.site_allowed_hosts,
-            restricted_prefixes=tuple(rule.prefix for rule in rules),
+            restricted_prefixes=tuple(rule.prefix.rstrip("/") or "/" for rule in rules),
             path_rules=rules,
         )
 

@@ -114,7 +114,8 @@ def report_may_serve(decision: Decision, gate: GateSettings) -> bool:
 def restrict_path(decision: Decision, path: str, gate: GateSettings) -> Decision:
     """``decision``, or a 404 when ``HOSTGUARD_ADMIN_HOSTS`` keeps ``path`` to other hosts."""
     for rule in gate.path_rules:
-        if path.startswith(rule.prefix):
+        # "/admin/" covers "/admin" too: its redirect to "/admin/" would reveal the admin.
+        if path.startswith(rule.prefix) or path == rule.prefix.rstrip("/"):
             if rule.hosts.matches(decision.host):
                 return decision
             return Decision(HIDDEN, "", decision.host, decision.port, decision.scheme)

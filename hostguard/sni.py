@@ -26,6 +26,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
 from hostguard.conf import conf
 
 logger = logging.getLogger("hostguard.sni")
@@ -54,22 +57,26 @@ def request_sni(meta: dict[str, Any], meta_key: str | None) -> str | None:
     return None
 
 
-_warned_untrusted = False
+_warned: set[str] = set()
 
 
 def _untrusted_header(peer: str | None) -> None:
     # A proxy that sends the header but is not trusted is a misconfiguration that turns
-    # the SNI check off: say so once per process, not once per request.
-    global _warned_untrusted
-    if _warned_untrusted:
+    # the SNI check off: say so once per process (and settings), not once per request.
+    if _warned:
         return
-    _warned_untrusted = True
+    _warned.add(peer or "")
     logger.warning(
         "hostguard ignores %s from %s, which is not in HOSTGUARD_TRUSTED_PROXIES: the SNI check is off for "
         "requests through it. Trust the proxy's address (or 'unix' for a Unix socket) if it sets the header.",
         conf.SNI_HEADER,
         peer or "a peer with no address (a Unix socket)",
     )
+
+
+@receiver(setting_changed)
+def _on_setting_changed(**kwargs: Any) -> None:
+    _warned.clear()
 
 
 # --- capturing SNI where the server terminates TLS (gunicorn and friends) --------------

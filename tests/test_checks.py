@@ -324,7 +324,8 @@ def test_unknown_mode(value: str) -> None:
 @pytest.mark.parametrize("value", ["enforce", "report", " Report "])
 def test_known_modes_pass(value: str) -> None:
     with override_settings(HOSTGUARD_MODE=value):
-        assert ids() == []
+        # Report mode is no problem: it is only described (I001, tests/test_hardening.py).
+        assert [check_id for check_id in ids() if check_id != "hostguard.I001"] == []
 
 
 def test_database_alias_must_exist() -> None:

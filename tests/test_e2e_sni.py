@@ -172,3 +172,42 @@ def test_behind_a_tls_proxy_the_trusted_sni_header_decides_the_same(tmp_path: Pa
             assert status("b.example", "a.example") == 421
             assert status("shop.a.example", "a.example") == 200
             assert status("b.example", "") == 200  # $ssl_server_name is empty without SNI
+
+
+class ProxyBindServer(Server):
+    """gunicorn bound as the docs list for a proxy in front: a dual-stack TCP address
+    (an IPv4 peer arrives as ``::ffff:127.0.0.1``) and a Unix socket (no address at all)."""
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        env["BIND"] = f"[::]:{self.port},unix:{self.site.directory / 'gunicorn.sock'}"
+        return env
+
+    def unix_request(self, data: bytes, timeout: float = 5.0) -> Response:
+        deadline = time.monotonic() + timeout
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.site.directory / "gunicorn.sock"))
+            sock.sendall(data)
+            return e2e._read_response(e2e._Reader(sock, deadline), data.split(b" ", 1)[0].decode(), 0.3)
+
+
+def test_the_sni_header_is_checked_behind_dual_stack_and_unix_socket_binds(tmp_path: Path) -> None:
+    def ask(server: ProxyBindServer, via_unix: bool, sni: str) -> Response:
+        data = http_request("GET", "/api/ping", host="b.example", headers=[("X-Forwarded-SNI", sni)])
+        return server.unix_request(data) if via_unix else server.request(data)
+
+    with Site(tmp_path, deployment="eu-1") as site:
+        site.load(DATA)
+        for trusted, unix_checked in (("127.0.0.1", False), ("127.0.0.1,unix", True)):
+            proxied = {"HOSTGUARD_SNI_HEADER": "X-Forwarded-SNI", "HOSTGUARD_TRUSTED_PROXIES": trusted}
+            server = ProxyBindServer(site, workers=1, env=proxied)
+            site.servers.append(server)
+            with server.start():
+                # 127.0.0.1 reaches the dual-stack socket as ::ffff:127.0.0.1: still the trusted proxy.
+                assert ask(server, False, "a.example").status == 421
+                assert ask(server, False, "b.example").status == 200
+                assert ask(server, True, "a.example").status == (421 if unix_checked else 200)
+                assert ask(server, True, "b.example").status == 200
+            if not unix_checked:
+                assert "not in HOSTGUARD_TRUSTED_PROXIES" in server.stderr()

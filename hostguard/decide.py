@@ -226,7 +226,7 @@ def probe(text: str, scheme: str | None = None, port: int | None = None, sni: st
     malformed, exactly as a request carrying it.
     """
     text = text.strip()
-    match = _URL_RE.fullmatch(text)
+    match = _URL_RE.fullmatch(text.split("?", 1)[0].split("#", 1)[0])
     if match:
         url_scheme = match.group(1).lower()
         if url_scheme not in SCHEMES:

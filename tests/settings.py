@@ -13,5 +13,6 @@ LOGGING = {"version": 1, "disable_existing_loggers": False}
 # The admin tests use the admin through tenant hosts too (the lockout guard exists for
 # sites that allow that); the demo's own HOSTGUARD_ADMIN_HOSTS is tested on its own
 # (tests/test_hardening.py, and end to end on gunicorn).
-DEMO_ADMIN_HOSTS = HOSTGUARD_ADMIN_HOSTS  # noqa: F405
-HOSTGUARD_ADMIN_HOSTS = {}
+from project.settings import HOSTGUARD_ADMIN_HOSTS as DEMO_ADMIN_HOSTS  # noqa: E402
+
+HOSTGUARD_ADMIN_HOSTS: dict[str, list[str]] = {}

@@ -100,19 +100,24 @@ def summary(outcome: Outcome, environ: Mapping[str, str] = os.environ) -> str:
     elif outcome.from_environment:
         password = f"the value of {PASSWORD_VARIABLE}"
     else:
-        password = "unchanged; forgot it? `make password` prints a new one"
+        password = "unchanged (shown once, when it was created)"
+    admin = f"{url}/admin/" if url else f"/admin/ on {environ.get('BIND')}"
     lines = [
         "hostguard demo: ready",
         "",
-        f"  Admin:     {url}/admin/" if url else f"  Admin:     /admin/ on {environ.get('BIND')}",
-        f"  User name: {outcome.username}",
-        f"  Password:  {password}",
+        f"  Admin:      {admin}",
+        f"  User name:  {outcome.username}",
+        f"  Password:   {password}",
         "",
-        f"  New password: `make password`, or set {PASSWORD_VARIABLE} (applied on every `make run`).",
-        "  Other address or port: BIND=127.0.0.1:8001 make run",
     ]
     if url:
-        lines.append(f"  Try:       curl -si -H 'Host: acme.localhost' {url}/api/whoami")
+        # curl to the address gunicorn listens on, as the README's examples do.
+        direct = url.replace("://localhost:", "://127.0.0.1:")
+        lines.append(f"  Try:        curl -si -H 'Host: acme.localhost' {direct}/api/whoami")
+    lines += [
+        f"  Lost it?    `make password` prints a new one; {PASSWORD_VARIABLE}=... make run sets yours",
+        "  Other port: BIND=127.0.0.1:8001 make run",
+    ]
     rule = "=" * max(len(line) for line in lines)
     return "\n".join([rule, *lines, rule])
 

@@ -24,9 +24,9 @@ def test_a_new_superuser_gets_a_generated_password_shown_in_the_block() -> None:
     assert outcome.password
     assert User.objects.get(username="admin").check_password(outcome.password)
     block = summary(outcome, environ={})
-    assert f"Password:  {outcome.password}" in block
+    assert f"Password:   {outcome.password}" in block
     assert "http://localhost:8000/admin/" in block
-    assert "User name: admin" in block
+    assert "User name:  admin" in block
 
 
 @pytest.mark.django_db
@@ -115,8 +115,8 @@ def test_make_password_prints_a_password_that_signs_in(tmp_path: Path) -> None:
             timeout=120,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        (password,) = re.findall(r"Password:  (\S+)   \(new", result.stdout)
-        assert "User name: admin" in result.stdout
+        (password,) = re.findall(r"Password:   (\S+)   \(new", result.stdout)
+        assert "User name:  admin" in result.stdout
         printed.append(password)
     assert printed[0] != printed[1]
     check = subprocess.run(

@@ -45,6 +45,7 @@ _NOT_SOURCES = shutil.ignore_patterns(
     "*.pyc",
     ".*_cache",
     "build",
+    "_build",
     "dist",
     "*.egg-info",
     "db.sqlite3*",

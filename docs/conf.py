@@ -32,3 +32,4 @@ nitpicky = True
 html_theme = "furo"
 html_title = f"hostguard {release}"
 html_show_sourcelink = False
+html_copy_source = False

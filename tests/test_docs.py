@@ -148,6 +148,15 @@ def _demo_environment_variables() -> set[str]:
     return set(re.findall(r'env\.\w+\("(HOSTGUARD_\w+)"', source))
 
 
+def test_every_variable_the_demo_reads_is_documented() -> None:
+    source = (BASE_DIR / "project" / "settings.py").read_text()
+    variables = set(re.findall(r'env\.\w+\("([A-Z_]+)"', source))
+    assert {"DATABASE_URL", "HOSTGUARD_DEPLOYMENT"} <= variables
+    table = sections(DOCS / "deploying.md")["The demo site's environment"]
+    for variable in variables:
+        assert f"| `{variable}` |" in table, f"docs/deploying.md does not list {variable}"
+
+
 def test_the_docs_name_only_settings_that_exist() -> None:
     known = set(DEFAULTS) | _demo_environment_variables()
     for path in TOLD:

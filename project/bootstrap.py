@@ -92,7 +92,7 @@ def site_url(environ: Mapping[str, str] = os.environ) -> str | None:
     return f"http://{host}:{port}"
 
 
-def summary(outcome: Outcome, environ: Mapping[str, str] = os.environ) -> str:
+def summary(outcome: Outcome, environ: Mapping[str, str] = os.environ, title: str = "hostguard demo: ready") -> str:
     """The framed block printed last before gunicorn starts."""
     url = site_url(environ)
     if outcome.password is not None:
@@ -103,7 +103,7 @@ def summary(outcome: Outcome, environ: Mapping[str, str] = os.environ) -> str:
         password = "unchanged (shown once, when it was created)"
     admin = f"{url}/admin/" if url else f"/admin/ on {environ.get('BIND')}"
     lines = [
-        "hostguard demo: ready",
+        title,
         "",
         f"  Admin:      {admin}",
         f"  User name:  {outcome.username}",
@@ -133,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     django.setup()
-    outcome = new_password() if args.new_password else ensure_superuser()
-    print("\n" + summary(outcome), flush=True)
+    if args.new_password:
+        print("\n" + summary(new_password(), title="hostguard demo: a new password for admin"), flush=True)
+    else:
+        print("\n" + summary(ensure_superuser()), flush=True)
     return 0
 
 

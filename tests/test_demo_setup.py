@@ -117,6 +117,7 @@ def test_make_password_prints_a_password_that_signs_in(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
         (password,) = re.findall(r"Password:   (\S+)   \(new", result.stdout)
         assert "User name:  admin" in result.stdout
+        assert "a new password for admin" in result.stdout
         printed.append(password)
     assert printed[0] != printed[1]
     check = subprocess.run(

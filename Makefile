@@ -1,10 +1,10 @@
-# hostguard — `make run` serves the demo, `make test` runs every check.
+# hostguard — `make run` serves the demo, `make test` runs every check, `make docs` builds the documentation.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run password test lint typecheck docs pytest bench clean
 
 install: $(VENV)/.installed
 
@@ -14,13 +14,20 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# The set-up output ends with the admin's address, user name and password (project/bootstrap.py).
+# BIND=127.0.0.1:8001 make run serves on another address (project/gunicorn.conf.py).
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py hostguard_demo
 	$(PY) -m project.bootstrap
 	$(BIN)/gunicorn --config project/gunicorn.conf.py project.wsgi
 
-test: install lint typecheck pytest
+# A new password for the demo's superuser `admin`, printed once.
+password: install
+	$(PY) manage.py migrate --noinput --verbosity 0
+	$(PY) -m project.bootstrap --new-password
+
+test: install lint typecheck docs pytest
 
 lint:
 	$(BIN)/ruff check .
@@ -29,12 +36,16 @@ lint:
 typecheck:
 	$(BIN)/mypy hostguard
 
+# The documentation site (docs/), warnings as errors: a broken reference fails the build.
+docs: install
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+
 pytest:
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# Benchmarks: figures and goals (README "Performance"). QUICK=1: a smoke run.
+# Benchmarks: figures and goals (docs/performance.md). QUICK=1: a smoke run.
 bench: install
 	$(PY) -m benchmarks $(if $(QUICK),--quick)
 
 clean:
-	rm -rf $(VENV) db.sqlite3 .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) db.sqlite3 .pytest_cache .mypy_cache .ruff_cache docs/_build

@@ -1,4 +1,4 @@
-"""Installing hostguard as a user does: the wheel, a fresh virtualenv, a new site, the README.
+"""Installing hostguard as a user does: the package, a fresh virtualenv, a new site, the README.
 
 The end-to-end test reads the numbered list between the ``install-steps`` markers of
 README.md and follows it to the letter: ``# settings.py`` code blocks are appended
@@ -45,6 +45,7 @@ _NOT_SOURCES = shutil.ignore_patterns(
     "*.pyc",
     ".*_cache",
     "build",
+    "_build",
     "dist",
     "*.egg-info",
     "db.sqlite3*",
@@ -194,8 +195,22 @@ def check_contents(sdist: Path, wheel: Path) -> None:
     assert "Programming Language :: Python :: 3.11" in classifiers
     assert metadata["Requires-Python"] == ">=3.11"
 
+    # Ready to publish: the license travels with the package, and the long description
+    # reads correctly on an index (no images, no links relative to this repository).
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    assert metadata["License-Expression"] == "BSD-3-Clause"
+    assert metadata.get_all("License-File") == ["LICENSE"]
+    description = metadata.get_payload()
+    assert "hostguard" in description
+    assert metadata["Description-Content-Type"].startswith("text/markdown")
+    assert "![" not in description
+    for link in re.findall(r"\]\(([^)\s]+)\)", description):
+        assert urlsplit(link).scheme in ("http", "https"), link
+
     with tarfile.open(sdist) as archive:
         members = [member.split("/", 1)[1] for member in archive.getnames() if "/" in member]
+    for document in ("LICENSE", "CHANGELOG.md", "README.md"):
+        assert document in members, document
     for folder in ("project/", "tests/", "benchmarks/", "templates/"):
         assert not [member for member in members if member.startswith(folder)], folder
     assert "hostguard/templates/hostguard/421.html" in members

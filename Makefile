@@ -38,7 +38,7 @@ typecheck:
 
 # The documentation site (docs/), warnings as errors: a broken reference fails the build.
 docs: install
-	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	$(BIN)/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
 
 pytest:
 	$(BIN)/pytest $(PYTEST_ARGS)

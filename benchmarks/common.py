@@ -294,7 +294,7 @@ def install_snapshot(snapshot: Any) -> None:
     # so the background poller never swaps it back).
     from hostguard.policy import policy
 
-    policy._snapshot = snapshot
+    policy.install(snapshot)
 
 
 # --- requests -------------------------------------------------------------------------

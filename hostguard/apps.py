@@ -13,15 +13,12 @@ class HostGuardConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from hostguard import checks as hostguard_checks
-        from hostguard.models import Authority, Deployment, Tenant
-        from hostguard.policy import policy
+        from hostguard import policy
+        from hostguard.models import Authority, Deployment, get_tenant_model, record_delete, record_save
 
-        def policy_changed(sender: object, using: str, **kwargs: object) -> None:
-            policy.changed(using)
-
-        for model in (Deployment, Tenant, Authority):
-            post_save.connect(policy_changed, sender=model, dispatch_uid=f"hostguard.save.{model.__name__}", weak=False)
-            post_delete.connect(
-                policy_changed, sender=model, dispatch_uid=f"hostguard.delete.{model.__name__}", weak=False
-            )
+        # Every write to the policy's rows is recorded as a change, in its transaction.
+        for model in (Deployment, get_tenant_model(), Authority):
+            post_save.connect(record_save, sender=model, dispatch_uid=f"hostguard.save.{model.__name__}")
+            post_delete.connect(record_delete, sender=model, dispatch_uid=f"hostguard.delete.{model.__name__}")
+        policy.connect()
         hostguard_checks.register()

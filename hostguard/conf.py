@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "HOSTGUARD_JSON_PATHS": [],
     "HOSTGUARD_ADMIN_HOSTS": {},
     "HOSTGUARD_REFRESH_SECONDS": 2.0,
+    "HOSTGUARD_PUSH": True,
     "HOSTGUARD_DATABASE": "default",
     "HOSTGUARD_MODE": "enforce",
     "HOSTGUARD_AUDIT": True,
@@ -255,6 +256,11 @@ class Settings:
     @property
     def REFRESH_SECONDS(self) -> float:
         return float(self._get("HOSTGUARD_REFRESH_SECONDS"))
+
+    @property
+    def PUSH(self) -> bool:
+        """Listen for changes PostgreSQL pushes (``NOTIFY``), beside polling."""
+        return bool(self._get("HOSTGUARD_PUSH"))
 
     @property
     def DATABASE(self) -> str:

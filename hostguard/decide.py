@@ -39,7 +39,6 @@ from hostguard.decision import (
     UNAVAILABLE,
     UNKNOWN_HOST,
     Decision,
-    Snapshot,
 )
 from hostguard.hosts import (
     DEFAULT_PORTS,
@@ -51,6 +50,7 @@ from hostguard.hosts import (
     parse_host_header,
     request_port,
 )
+from hostguard.snapshot import Snapshot
 
 EXEMPT_DECISION = Decision(EXEMPT)
 

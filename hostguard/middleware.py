@@ -25,8 +25,9 @@ from django.utils.functional import SimpleLazyObject, empty
 from hostguard import audit, responses, signals, sni
 from hostguard.conf import GateSettings, conf
 from hostguard.decide import RequestFacts, decide
-from hostguard.decision import ALLOW, EXEMPT, HIDDEN, MALFORMED, UNAVAILABLE, Decision, Snapshot
+from hostguard.decision import ALLOW, EXEMPT, HIDDEN, MALFORMED, UNAVAILABLE, Decision
 from hostguard.policy import policy
+from hostguard.snapshot import Snapshot
 from hostguard.sni import ENVIRON_KEY as SNI_ENVIRON_KEY
 
 
@@ -56,7 +57,7 @@ class HostGuardMiddleware:
         if decision is None:
             return self.get_response(request)
         if decision.verdict == UNAVAILABLE:
-            decision = self.full_decision(request, decision.scheme, policy.current())
+            decision = self.full_decision(request, decision.scheme, policy.obtain())
         response = self.answer(request, decision)
         if signals.host_mismatch.receivers and (response is not None or decision.reported):
             signals.send_host_mismatch(type(self), request)
@@ -66,7 +67,7 @@ class HostGuardMiddleware:
         decision = self.decision(request)
         if decision is not None:
             if decision.verdict == UNAVAILABLE:
-                snapshot = await sync_to_async(policy.current)()
+                snapshot = await sync_to_async(policy.obtain, thread_sensitive=False)()
                 decision = self.full_decision(request, decision.scheme, snapshot)
             response = self.answer(request, decision)
             if signals.host_mismatch.receivers and (response is not None or decision.reported):
@@ -87,7 +88,7 @@ class HostGuardMiddleware:
             scheme = "https" if request.is_secure() else "http"
         if gate.host_alone and remembered.admit(request, meta, scheme, policy.fresh, gate):
             return None
-        return self.full_decision(request, scheme, policy.ready())
+        return self.full_decision(request, scheme, policy.fresh)
 
     def full_decision(self, request: HttpRequest, scheme: str, snapshot: Snapshot | None) -> Decision:
         """The decision for ``request`` from ``snapshot``, by :func:`hostguard.decide.decide`."""

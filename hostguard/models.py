@@ -7,7 +7,7 @@ so every process learns of it within ``HOSTGUARD_REFRESH_SECONDS``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -15,41 +15,84 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from hostguard import changes
 from hostguard.audit import OVERFLOW_HOST
+from hostguard.changes import AUTHORITY, DEPLOYMENT, LARGE_CHANGE, TENANT, Change, everything
 from hostguard.decision import Reason
 from hostguard.hosts import InvalidHost, format_authority, normalise_host, to_unicode
 
 
-def _policy_changed(using: str) -> None:
-    from hostguard.policy import changed
-
-    changed(using)
-
-
 class PolicyQuerySet(models.QuerySet[Any]):
-    """A queryset whose bulk writes, which send no model signals, still reach the policy."""
+    """A queryset whose bulk writes, which send no model signals, still reach the policy.
+
+    Each write names the rows it touches (and, for authorities, the hosts they were
+    stored under), so that every process can apply just that change.
+    """
 
     def update(self, **kwargs: Any) -> int:
-        count = super().update(**kwargs)
-        if count:
-            _policy_changed(self.db)
+        kind = self.model.policy_kind
+        moved = kind == AUTHORITY and "host" in kwargs
+        rows = list(self.values_list("pk", "host") if moved else self.values_list("pk", flat=True))
+        if not rows:
+            return 0
+        if len(rows) > LARGE_CHANGE:
+            count = super().update(**kwargs)
+            changes.send(self.db, everything())
+            return count
+        pks = [row[0] for row in rows] if moved else rows
+        # Exactly the rows named in the change log, whatever commits meanwhile.
+        count = 0
+        for start in range(0, len(pks), _CHUNK):
+            chunk = pks[start : start + _CHUNK]
+            count += models.QuerySet.update(self.model._base_manager.using(self.db).filter(pk__in=chunk), **kwargs)
+        if moved:
+            changes.send(self.db, [Change(kind, pk, host) for pk, host in rows])
+        else:
+            changes.send(self.db, [Change(kind, pk) for pk in pks])
         return count
 
     def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[Any]:
         created = super().bulk_create(objs, *args, **kwargs)
         if created:
-            _policy_changed(self.db)
+            kind = self.model.policy_kind
+            if any(obj.pk is None for obj in created):  # a backend that returns no ids
+                changes.send(self.db, everything())
+            else:
+                changes.send(self.db, [Change(kind, obj.pk) for obj in created])
         return created
 
     def bulk_update(self, objs: Any, *args: Any, **kwargs: Any) -> int:
-        from hostguard.policy import policy
-
         # Django's bulk_update calls update() once per batch: bump the stamp once.
-        with policy.batch():
+        with changes.batch():
             return super().bulk_update(objs, *args, **kwargs)
 
+    def delete(self) -> tuple[int, dict[str, int]]:
+        # One change for every row the delete cascades to, not one per row.
+        with changes.batch():
+            return super().delete()
 
-class Deployment(models.Model):
+
+class PolicyModel(models.Model):
+    """A model whose rows make up the policy: every write is recorded as a change."""
+
+    #: What the change log calls a row of this model.
+    policy_kind: ClassVar[str]
+
+    class Meta:
+        abstract = True
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        with changes.batch():
+            return super().delete(*args, **kwargs)
+
+
+#: Ids per ``UPDATE … WHERE id IN (…)``.
+_CHUNK = 500
+
+
+class Deployment(PolicyModel):
+    policy_kind = DEPLOYMENT
+
     name = models.SlugField(
         _("name"),
         max_length=64,
@@ -69,7 +112,9 @@ class Deployment(models.Model):
         return self.name
 
 
-class Tenant(models.Model):
+class Tenant(PolicyModel):
+    policy_kind = TENANT
+
     name = models.CharField(_("name"), max_length=200, help_text=_("The customer's name, as staff know it."))
     slug = models.SlugField(
         _("slug"),
@@ -101,7 +146,9 @@ class Tenant(models.Model):
         return self.name
 
 
-class Authority(models.Model):
+class Authority(PolicyModel):
+    policy_kind = AUTHORITY
+
     SCHEME_CHOICES = [("", _("any")), ("http", "http"), ("https", "https")]
 
     host = models.CharField(
@@ -144,6 +191,9 @@ class Authority(models.Model):
 
     objects = PolicyQuerySet.as_manager()
 
+    #: The host this row is stored under in the database (set when read or saved).
+    stored_host: str | None = None
+
     class Meta:
         ordering = ["host", "port", "scheme"]
         verbose_name = _("authority")
@@ -171,6 +221,13 @@ class Authority(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.normalise()
         super().save(*args, **kwargs)
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> Authority:
+        instance: Authority = super().from_db(db, field_names, values)
+        # The host this row is stored under, so a save that changes it can say where it was.
+        instance.stored_host = instance.__dict__.get("host")
+        return instance
 
     @property
     def unicode_host(self) -> str:
@@ -225,6 +282,9 @@ class PolicyStamp(models.Model):
 
     version = models.BigIntegerField(default=0)
     changed_at = models.DateTimeField(null=True)
+    #: The newest version whose changes the log no longer holds (``hostguard_prune``):
+    #: a process at an older version must read the whole policy again.
+    pruned_through = models.BigIntegerField(default=0)
 
     class Meta:
         verbose_name = _("policy stamp")
@@ -232,6 +292,53 @@ class PolicyStamp(models.Model):
 
     def __str__(self) -> str:
         return str(self.version)
+
+
+class PolicyChange(models.Model):
+    """What one committed write changed: a row per touched object, at the version it made.
+
+    Written by :mod:`hostguard.store` in the writer's transaction; a process at version
+    *v* reads the rows after *v* and applies just those changes to its snapshot.
+    """
+
+    version = models.BigIntegerField(db_index=True)
+    kind = models.CharField(max_length=16)
+    object_id = models.BigIntegerField(null=True)
+    #: An authority's host pattern before the change, when the change moved it.
+    old_host = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("policy change")
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return "%d %s %s" % (self.version, self.kind, self.object_id)
+
+
+def get_tenant_model() -> type[Tenant]:
+    """The model hostguard's tenants are."""
+    return Tenant
+
+
+def record_save(sender: type[PolicyModel], instance: PolicyModel, using: str, created: bool, **kwargs: Any) -> None:
+    """post_save: the row changed; an authority also says which host it was stored under."""
+    old_host = ""
+    if isinstance(instance, Authority):
+        stored = getattr(instance, "stored_host", None)
+        if stored is None and not created:
+            # Saved without being read (Authority(pk=…).save()): ask where it was.
+            stored = Authority._base_manager.using(using).filter(pk=instance.pk).values_list("host", flat=True).first()
+        if stored and stored != instance.host:
+            old_host = stored
+        instance.stored_host = instance.host
+    changes.send(using, [Change(sender.policy_kind, instance.pk, old_host)])
+
+
+def record_delete(sender: type[PolicyModel], instance: PolicyModel, using: str, **kwargs: Any) -> None:
+    """post_delete: the row is gone; an authority names the host it was stored under."""
+    old_host = getattr(instance, "stored_host", None) or getattr(instance, "host", "") or ""
+    changes.send(using, [Change(sender.policy_kind, instance.pk, old_host)])
 
 
 class MismatchLog(models.Model):

@@ -1,16 +1,27 @@
-"""The policy: an immutable in-memory snapshot of every authority, and its freshness.
+"""The process's policy: its current snapshot, kept fresh off the request path.
 
-A request only ever reads the current :class:`Snapshot`; it never touches the
-database in steady state. The snapshot is rebuilt
+A request reads :attr:`Policy.fresh` — one attribute — and never waits for the
+database. The snapshot moves forward in three ways:
 
-* at once in a process that writes a change (``changed()``, wired to model signals
-  and to the bulk queryset methods), and
-* in every other process by a background poller that compares the version stamp in
-  the database at most every ``HOSTGUARD_REFRESH_SECONDS``.
+* **the writer's own change**, applied at commit in the writing thread (the admin
+  page that saved, so its next page already sees it): a delta, a few rows;
+* **a push**: on PostgreSQL each write sends ``NOTIFY`` and every process listens
+  (:mod:`hostguard.push`), which wakes its refresher at once;
+* **polling**, the fallback everywhere: the refresher thread compares the version
+  stamp every ``HOSTGUARD_REFRESH_SECONDS``.
 
-The stamp is bumped inside the writer's transaction, so it is published on commit
-and never for a rolled-back change. If the database is unreachable the last good
-snapshot keeps serving; with none at all, the middleware answers 503.
+The refresher applies the change log after its version (:func:`hostguard.store.delta`)
+and reads the whole policy only at start, or when the log no longer reaches back.
+New snapshots are installed only if they are newer than the current one, so the
+writer and the refresher can both move it forward without a lock on the way.
+
+If the database is unreachable or hangs (hostguard's own queries have timeouts, and
+a watchdog says when a refresh overruns), the last good snapshot keeps serving.
+With none at all, a request waits at most :data:`STARTUP_WAIT` for the first one,
+and is answered 503 at once while an attempt keeps failing.
+
+Tests and management commands may set :attr:`Policy.background` to ``False``: then
+snapshots are read on the calling thread (which sees its own uncommitted writes).
 """
 
 from __future__ import annotations
@@ -23,285 +34,329 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
+from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
-from django.db.models import F
-from django.utils import timezone
 
+from hostguard import changes, store
+from hostguard.changes import Change
 from hostguard.conf import conf
-from hostguard.decision import Snapshot
+from hostguard.snapshot import Snapshot
 
 logger = logging.getLogger("hostguard.policy")
 
+#: How long a request may wait for a process's first snapshot before it gets 503.
+STARTUP_WAIT = 2.0
+#: An overlay this large (or past a fiftieth of the snapshot) is merged into new base indexes.
+COMPACT_AT = 2048
 
-def read_version(using: str) -> int:
-    from hostguard.models import PolicyStamp
-
-    version = PolicyStamp.objects.using(using).filter(pk=1).values_list("version", flat=True).first()
-    return version or 0
-
-
-#: The columns of an authority row, in the order :meth:`Snapshot.from_rows` reads them.
-ROW_FIELDS = (
-    "id",
-    "host",
-    "port",
-    "scheme",
-    "is_active",
-    "tenant_id",
-    "tenant__slug",
-    "tenant__is_active",
-    "tenant__deployment__name",
-)
-
-
-def build_snapshot(using: str | None = None) -> Snapshot:
-    """Read the whole policy from the database (the stamp first, then one query)."""
-    from hostguard.models import Authority
-
-    using = using or conf.DATABASE
-    version = read_version(using)
-    rows = Authority.objects.using(using).order_by().values_list(*ROW_FIELDS).iterator(chunk_size=20000)
-    return Snapshot.from_rows(version, rows)
+NOT_MIGRATED = "its tables do not exist: run `python manage.py migrate`; answering 503 until then"
 
 
 class Policy:
     """The process-wide holder of the current snapshot."""
 
-    #: The snapshot to decide with when no database work is due, else ``None``: one
-    #: attribute read for the middleware's shortcut (see :meth:`ready`).
+    #: The snapshot requests decide with, or ``None`` when there is none to use without
+    #: database work: one attribute read for the middleware.
     fresh: Snapshot | None = None
 
     def __init__(self) -> None:
-        self.__snapshot: Snapshot | None = None
-        self.__stale = False
-        self._lock = threading.Lock()
+        #: Refresh in background threads (servers); ``False``: on the calling thread.
+        self.background = True
+        self._current: Snapshot | None = None
+        self._stale = False
+        self._install_lock = threading.Lock()
+        self._foreground_lock = threading.Lock()
+        self._init_threads()
+        self._health = _Health()
+
+    def _init_threads(self) -> None:
         self._wakeup = threading.Event()
-        self._poller: threading.Thread | None = None
-        self._last_attempt = float("-inf")
-        self._last_warning = float("-inf")
-        self._failing = False
-        self._local = threading.local()
-
-    @property
-    def _snapshot(self) -> Snapshot | None:
-        return self.__snapshot
-
-    @_snapshot.setter
-    def _snapshot(self, snapshot: Snapshot | None) -> None:
-        self.__snapshot = snapshot
-        self.fresh = None if self.__stale else snapshot
-
-    @property
-    def _stale(self) -> bool:
-        return self.__stale
-
-    @_stale.setter
-    def _stale(self, stale: bool) -> None:
-        self.__stale = stale
-        self.fresh = None if stale else self.__snapshot
+        self._first_attempt = threading.Event()
+        self._started_at: float | None = None
+        self._attempt_started: float | None = None
+        self._thread: threading.Thread | None = None
+        self._listener: Any = None
 
     # --- the request path ---------------------------------------------------------
 
-    def ready(self) -> Snapshot | None:
-        """The snapshot if no database work is due, else ``None``; never blocks."""
-        snapshot = self._snapshot
-        if snapshot is None or self._stale:
-            return None
-        if self._poller is None:
-            self._start_poller()
-        return snapshot
+    def obtain(self) -> Snapshot | None:
+        """The snapshot to decide with, for sync callers that found :attr:`fresh` empty.
 
-    def current(self) -> Snapshot | None:
-        """The snapshot to decide with, loading it first when due (sync code only)."""
-        snapshot = self.ready()
+        In the background it waits, at most :data:`STARTUP_WAIT` after this process
+        first tried, for the first snapshot; in the foreground it reads it now.
+        """
+        snapshot = self.fresh
         if snapshot is not None:
             return snapshot
-        return self._load_for_request()
+        if not self.background:
+            return self._foreground()
+        self.start()
+        if self._current is None and not self._first_attempt.is_set() and self._started_at is not None:
+            remaining = STARTUP_WAIT - (time.monotonic() - self._started_at)
+            if remaining > 0:
+                self._first_attempt.wait(remaining)
+        return self._current
 
-    def _load_for_request(self) -> Snapshot | None:
-        with self._lock:
-            if self._snapshot is not None and not self._stale:
-                return self._snapshot
-            now = time.monotonic()
-            if self._snapshot is None and now - self._last_attempt < conf.REFRESH_SECONDS:
-                # Nothing loaded and the database failed a moment ago: answer 503 at
-                # once rather than queue every request behind another timeout.
-                return None
-            self._last_attempt = now
+    def start(self) -> None:
+        """Start this process's refresher (and its listener), if they are not running."""
+        if not self.background or self._thread is not None:
+            return
+        with _START_LOCK:
+            if self._thread is not None:
+                return
+            self._started_at = time.monotonic()
+            thread = threading.Thread(target=self._run, name="hostguard-policy", daemon=True)
+            self._thread = thread
+            thread.start()
+            threading.Thread(target=self._watch, name="hostguard-policy-watchdog", daemon=True).start()
+            from hostguard import push
+
+            self._listener = push.listen(self)
+        with self._install_lock:
+            if self._current is not None and not self._stale:
+                self.fresh = self._current
+
+    def wake(self) -> None:
+        """Check the database now rather than at the next interval (a push, a missed commit)."""
+        self._wakeup.set()
+
+    # --- moving forward -------------------------------------------------------------
+
+    def refresh(self, using: str | None = None) -> Snapshot:
+        """Read the whole policy now, on this thread, and install it; raises on database errors."""
+        base = self._current
+        snapshot = store.full(using or conf.DATABASE)
+        self._stale = False  # everything written so far, on this thread's connection too, is in it
+        self._install(snapshot, base)
+        return self._current or snapshot
+
+    def advance(self, using: str | None = None) -> Snapshot | None:
+        """Apply what changed since the current snapshot (or read it all); raises on database errors."""
+        using = using or conf.DATABASE
+        base = self._current
+        if base is None:
+            snapshot = store.full(using)
+        else:
             try:
-                self._rebuild()
+                delta = store.delta(using, base.version)
+            except store.Unreachable:
+                logger.info("hostguard's change log no longer reaches back to version %d: reading it all", base.version)
+                snapshot = store.full(using)
+            else:
+                if delta is None:
+                    return base
+                snapshot = base.with_changes(*delta)
+        self._install(snapshot, base)
+        return self._current
+
+    def _install(self, snapshot: Snapshot, base: Snapshot | None) -> bool:
+        with self._install_lock:
+            current = self._current
+            if current is not None and current is not base and snapshot.version <= current.version:
+                return False  # someone installed something as new while this was being read
+            self._current = snapshot
+            self.fresh = None if self._stale else snapshot
+            return True
+
+    def _foreground(self) -> Snapshot | None:
+        """Read or advance the snapshot on this thread (``background = False``)."""
+        with self._foreground_lock:
+            if self.fresh is not None:
+                return self.fresh
+            if self._current is None and not self._health.may_retry():
+                return None  # failed a moment ago: answer 503 at once
+            self._stale = False
+            try:
+                self.advance()
             except Exception:
-                self._stale = False
                 self._warn("hostguard could not load its policy; %s")
-            if self._poller is None:
-                self._start_poller()
-            return self._snapshot
+                self.fresh = self._current
+                return self._current
+            self._health.reachable(self._current)
+            return self._current
 
-    # --- refreshing ---------------------------------------------------------------
+    # --- writes ---------------------------------------------------------------------
 
-    def refresh(self) -> Snapshot:
-        """Rebuild the snapshot now, from the database; raises on database errors."""
-        with self._lock:
-            return self._rebuild()
+    def record(self, using: str, changes: list[Change], failed: bool = False) -> None:
+        """Record ``changes`` written through ``using`` in its current transaction."""
+        if failed:
+            # The writer's transaction may be aborted (PostgreSQL refuses any further
+            # statement): record the changes only if it commits anyway.
+            transaction.on_commit(partial(self._record_after, using, changes), using=using)
+            return
+        store.record(using, changes)
+        if not self.background:
+            self._stale = True
+            self.fresh = None
+        transaction.on_commit(partial(self._committed, using), using=using)
 
-    def _rebuild(self) -> Snapshot:
-        self._stale = False
+    def _record_after(self, using: str, changes: list[Change]) -> None:
+        store.record(using, changes)
+        self._committed(using)
+
+    def _committed(self, using: str) -> None:
+        if not self.background:
+            self._stale = True
+            self.fresh = None
+            return
+        if self._current is None:
+            self.wake()
+            return
+        # Read-your-writes: the writing process sees its change before it answers.
         try:
-            snapshot = build_snapshot()
+            self.advance(using)
         except Exception:
-            _close_connection(conf.DATABASE)
-            raise
-        self._snapshot = snapshot
-        self._reachable()
-        return snapshot
+            logger.debug("applying this process's own change failed; the refresher will", exc_info=True)
+            self.wake()
 
-    def check(self) -> bool:
-        """Rebuild if the stamp moved; return whether it did. Used by the poller."""
-        current = self._snapshot
-        using = conf.DATABASE
-        if current is not None and not self._stale:
-            try:
-                version = read_version(using)
-            except Exception:
-                _close_connection(using)
-                raise
-            self._reachable()
-            if version == current.version:
-                return False
-        with self._lock:
-            self._rebuild()
-        return True
+    # --- the background -------------------------------------------------------------
 
-    def _poll(self) -> None:
+    def _run(self) -> None:
         while True:
+            self._attempt_started = time.monotonic()
+            try:
+                before = self._current
+                snapshot = self.advance()
+                if snapshot is not None and snapshot.overlay_size > max(COMPACT_AT, snapshot.size // 50):
+                    self._install(snapshot.compacted(), snapshot)
+                if snapshot is not before and snapshot is not None:
+                    logger.debug("hostguard policy at version %d: %d authorities", snapshot.version, snapshot.size)
+                self._health.reachable(self._current)
+            except Exception:
+                if self._current is None:
+                    self._warn("hostguard could not load its policy; %s")
+                else:
+                    self._warn("hostguard could not refresh its policy; %s")
+            finally:
+                self._attempt_started = None
+                self._first_attempt.set()
+                # Keep this thread's connection only as long as CONN_MAX_AGE allows, as
+                # Django does for request threads.
+                close_old_connections()
             self._wakeup.wait(max(conf.REFRESH_SECONDS, 0.05))
             self._wakeup.clear()
-            try:
-                if self.check():
-                    logger.info("hostguard policy reloaded: %d authorities", self.size)
-            except Exception:
-                self._warn("hostguard could not refresh its policy; %s")
-            # Keep this thread's connection only as long as CONN_MAX_AGE allows, as
-            # Django does for request threads: no idle connection per worker forever.
-            close_old_connections()
 
-    def _start_poller(self) -> None:
-        with _POLLER_LOCK:
-            if self._poller is not None:
-                return
-            thread = threading.Thread(target=self._poll, name="hostguard-policy", daemon=True)
-            self._poller = thread
-            thread.start()
-
-    def _fallback_text(self) -> str:
-        if self._snapshot is None:
-            if _tables_missing(conf.DATABASE):
-                return NOT_MIGRATED
-            return "no policy loaded yet: answering 503 until the database is reachable"
-        return "serving the last good policy (version %d)" % self._snapshot.version
+    def _watch(self) -> None:
+        # The refresher's queries have timeouts, but a stalled network can hold a query
+        # past any server-side timeout: say so while it lasts, and when it ends.
+        stalled_since: float | None = None
+        while True:
+            time.sleep(min(1.0, max(conf.REFRESH_SECONDS, 0.05)))
+            started = self._attempt_started
+            limit = max(conf.REFRESH_SECONDS, 1.0) + 1.0
+            if started is not None and time.monotonic() - started > limit:
+                if stalled_since != started:
+                    stalled_since = started
+                    logger.warning(
+                        "hostguard's policy refresh has waited on the database for %.0f s (longer than "
+                        "HOSTGUARD_REFRESH_SECONDS allows); requests keep using version %d",
+                        time.monotonic() - started,
+                        self._current.version if self._current is not None else 0,
+                    )
+            elif stalled_since is not None and started != stalled_since:
+                logger.info("hostguard's stalled policy refresh has ended")
+                stalled_since = None
 
     def _warn(self, message: str) -> None:
-        """Log a failure to reach the database: ``message`` gets the fallback text."""
-        # One warning per refresh interval, not one per request, and the traceback
-        # only with the first of an outage: an hour without the database must not
-        # bury the log in identical tracebacks. The fallback text is worked out only
-        # when logging, as it may ask the database whether the tables exist.
-        first = not self._failing
-        self._failing = True
+        self._health.failed(message, self._current)
+
+    # --- introspection and tests ------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._current
+
+    @property
+    def size(self) -> int:
+        return self._current.size if self._current is not None else 0
+
+    @property
+    def listening(self) -> bool:
+        """Whether this process hears changes pushed by PostgreSQL right now."""
+        return bool(self._listener is not None and self._listener.connected)
+
+    def install(self, snapshot: Snapshot) -> None:
+        """Decide with ``snapshot`` from now on, whatever its version (benchmarks, tests)."""
+        with self._install_lock:
+            self._current = self.fresh = snapshot
+            self._stale = False
+
+    def reset(self) -> None:
+        """Forget the snapshot (tests): the next request loads it again."""
+        with self._install_lock:
+            self._current = None
+            self.fresh = None
+            self._stale = False
+            self._health = _Health()
+            if self._thread is None:
+                self._first_attempt = threading.Event()
+                self._started_at = None
+
+    def _after_fork(self) -> None:
+        # Threads do not survive fork(): a forked worker starts its own refresher, and
+        # keeps the snapshot it inherited (gunicorn's preload_app shares it).
+        self._install_lock = threading.Lock()
+        self._foreground_lock = threading.Lock()
+        self._init_threads()
+        if self._current is not None:
+            self._first_attempt.set()
+        # The first request goes through obtain(), which starts this process's threads.
+        self.fresh = None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Record every write in the block as one change (the import command, bulk actions)."""
+        with changes.batch():
+            yield
+
+
+class _Health:
+    """Whether the database answers, and the warnings that say so: one per refresh
+    interval, the traceback with the first of an outage only."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.last_attempt = float("-inf")
+        self.last_warning = float("-inf")
+
+    def may_retry(self) -> bool:
         now = time.monotonic()
-        if now - self._last_warning < conf.REFRESH_SECONDS:
+        if now - self.last_attempt < conf.REFRESH_SECONDS:
+            return False
+        self.last_attempt = now
+        return True
+
+    def failed(self, message: str, current: Snapshot | None) -> None:
+        first = not self.failing
+        self.failing = True
+        now = time.monotonic()
+        if now - self.last_warning < conf.REFRESH_SECONDS:
             return
-        self._last_warning = now
-        fallback = self._fallback_text()
+        self.last_warning = now
+        if current is None:
+            fallback = (
+                NOT_MIGRATED
+                if _tables_missing(conf.DATABASE)
+                else ("no policy loaded yet: answering 503 until the database is reachable")
+            )
+        else:
+            fallback = "serving the last good policy (version %d)" % current.version
         if fallback == NOT_MIGRATED:
-            # A missing table needs `migrate`, not a traceback.
             logger.warning(message, fallback)
         elif first:
             logger.warning(message, fallback, exc_info=True)
         else:
             logger.warning(message + " (still failing: %s)", fallback, _gist(sys.exc_info()[1]))
 
-    def _reachable(self) -> None:
-        if self._failing:
-            self._failing = False
-            self._last_warning = float("-inf")
-            logger.info("hostguard reached its database again; policy version %d", self._snapshot_version())
-
-    def _snapshot_version(self) -> int:
-        return self._snapshot.version if self._snapshot is not None else 0
-
-    # --- writes ---------------------------------------------------------------------
-
-    def changed(self, using: str = DEFAULT_DB_ALIAS) -> None:
-        """Record that the policy changed in ``using``'s current transaction."""
-        if getattr(self._local, "batch", 0):
-            self._local.dirty = getattr(self._local, "dirty", set()) | {using}
-            return
-        self._stale = True
-        bump_version(using)
-        transaction.on_commit(self._committed, using=using)
-
-    def _committed(self) -> None:
-        # The next request in this process rebuilds at once. Waking the poller too
-        # would only race that rebuild with a second query on another connection.
-        self._stale = True
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Bump the stamp once for many writes (the import command, bulk actions)."""
-        self._local.batch = getattr(self._local, "batch", 0) + 1
-        failed = False
-        try:
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            self._local.batch -= 1
-            if not self._local.batch:
-                dirty: set[str] = getattr(self._local, "dirty", set())
-                self._local.dirty = set()
-                for using in dirty:
-                    if failed:
-                        # The block's transaction may be aborted (PostgreSQL refuses any
-                        # further statement): publish its writes only if it commits anyway.
-                        self._stale = True
-                        transaction.on_commit(partial(self._publish, using), using=using)
-                    else:
-                        self.changed(using)
-
-    def _publish(self, using: str) -> None:
-        bump_version(using)
-        self._stale = True
-
-    # --- introspection and tests --------------------------------------------------------
-
-    @property
-    def snapshot(self) -> Snapshot | None:
-        return self._snapshot
-
-    @property
-    def size(self) -> int:
-        return self._snapshot.size if self._snapshot is not None else 0
-
-    def reset(self) -> None:
-        """Forget the snapshot (tests); the next request loads it again."""
-        with self._lock:
-            self._snapshot = None
-            self._stale = False
-            self._last_attempt = float("-inf")
-            self._last_warning = float("-inf")
-            self._failing = False
-
-    def _after_fork(self) -> None:
-        # Threads do not survive fork(): a forked worker starts its own poller.
-        self._poller = None
-        self._lock = threading.Lock()
-        self._wakeup = threading.Event()
+    def reachable(self, current: Snapshot | None) -> None:
+        if self.failing:
+            self.failing = False
+            self.last_warning = float("-inf")
+            logger.info("hostguard reached its database again; policy version %d", current.version if current else 0)
 
 
-_POLLER_LOCK = threading.Lock()
+_START_LOCK = threading.Lock()
 
 policy = Policy()
 
@@ -309,20 +364,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=policy._after_fork)
 
 
+def _on_rows_changed(sender: Any, using: str, changes: list[Change], failed: bool, **kwargs: Any) -> None:
+    policy.record(using, changes, failed)
+
+
+def connect() -> None:
+    """Hear the models' writes (from ``HostGuardConfig.ready()``)."""
+    changes.rows_changed.connect(_on_rows_changed, dispatch_uid="hostguard.policy")
+
+
 def changed(using: str = DEFAULT_DB_ALIAS) -> None:
-    """Tell hostguard its policy changed through ``using`` (call after raw SQL writes)."""
-    policy.changed(using)
-
-
-def bump_version(using: str) -> None:
-    from hostguard.models import PolicyStamp
-
-    stamps = PolicyStamp.objects.using(using).filter(pk=1)
-    if not stamps.update(version=F("version") + 1, changed_at=timezone.now()):
-        PolicyStamp.objects.using(using).get_or_create(pk=1, defaults={"version": 1, "changed_at": timezone.now()})
-
-
-NOT_MIGRATED = "its tables do not exist: run `python manage.py migrate`; answering 503 until then"
+    """Tell hostguard its policy changed through ``using`` in a way no row says (raw SQL
+    writes): every process reads the whole policy again."""
+    changes.send(using, changes.everything())
 
 
 def _tables_missing(using: str) -> bool:
@@ -341,10 +395,3 @@ def _gist(error: BaseException | None) -> str:
     """The first line of an error's message (database errors run to several lines)."""
     text = str(error).strip() if error is not None else ""
     return text.splitlines()[0] if text else repr(error)
-
-
-def _close_connection(using: str) -> None:
-    try:
-        connections[using].close()
-    except Exception:
-        logger.debug("closing the %s connection failed", using, exc_info=True)

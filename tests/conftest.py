@@ -26,7 +26,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _fresh_policy() -> Iterator[None]:
-    """Each test starts with no snapshot, as a freshly started process does."""
+    """Each test starts with no snapshot, as a freshly started process does.
+
+    Unit tests run inside a transaction that other threads cannot see, so the policy
+    reads the database on the test's own thread (``background = False``); the
+    background refresher, the push and the propagation between processes are tested
+    with committed data (transactional tests) and against real gunicorn workers.
+    """
+    policy.background = False
     policy.reset()
     yield
     policy.reset()

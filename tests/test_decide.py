@@ -19,8 +19,8 @@ from django.urls import reverse
 
 from hostguard.conf import conf
 from hostguard.decide import DEFAULT_SCHEME, ProbeError, RequestFacts, decide, probe
-from hostguard.decision import Snapshot
 from hostguard.models import Authority, Deployment, Tenant
+from hostguard.snapshot import Snapshot
 from hostguard.sni import ENVIRON_KEY
 
 SETTINGS = {

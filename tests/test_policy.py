@@ -21,10 +21,10 @@ from hostguard.decision import (
     SCHEME_MISMATCH,
     UNKNOWN_HOST,
     Decision,
-    Snapshot,
 )
 from hostguard.models import Authority, Deployment, PolicyStamp, Tenant
 from hostguard.policy import policy
+from hostguard.snapshot import Snapshot
 
 HERE = "eu-1"
 
@@ -315,8 +315,8 @@ def big_snapshot(extra: int) -> Snapshot:
         rows.add(f"tenant{i}.example.org", tenant=i + 2)
         rows.add(f"*.tenant{i}.example.net", tenant=i + 2)
     snapshot = rows.snapshot()
-    snapshot.exact = CountingDict(snapshot.exact)
-    snapshot.wildcards = CountingDict(snapshot.wildcards)
+    snapshot._exact = CountingDict(snapshot._exact)
+    snapshot._wild = CountingDict(snapshot._wild)
     return snapshot
 
 

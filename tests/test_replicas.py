@@ -46,6 +46,8 @@ from django.test import Client
 from hostguard.models import Authority, Deployment, Tenant
 from hostguard.policy import policy
 
+policy.background = False  # every read on this thread, in the order this script sets
+
 def status(host):
     return Client().get("/api/ping", headers={"host": host}).status_code
 
@@ -60,9 +62,13 @@ tenant = Tenant.objects.create(name="Acme", slug="acme", deployment=deployment)
 Authority.objects.create(tenant=tenant, host="acme.example")
 out["rows"] = {alias: Authority.objects.using(alias).count() for alias in ("default", "replica")}
 out["before"] = status("acme.example")
-out["moved_before"] = policy.check()
+def moved():
+    version = policy.snapshot.version
+    return policy.advance().version != version
+
+out["moved_before"] = moved()
 replicate()
-out["moved_after"] = policy.check()
+out["moved_after"] = moved()
 out["after"] = status("acme.example")
 out["foreign"] = status("evil.example")
 print(json.dumps(out))

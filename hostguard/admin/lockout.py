@@ -29,9 +29,8 @@ from hostguard.decision import (
     SCHEME_MISMATCH,
     UNKNOWN_HOST,
     Decision,
-    Snapshot,
 )
-from hostguard.policy import ROW_FIELDS
+from hostguard.snapshot import Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +50,20 @@ class Claim:
 
 
 Edit = Callable[[list[Claim]], Iterable[Claim]]
+
+#: The columns of a :class:`Claim`, in its order.
+CLAIM_FIELDS = (
+    "id",
+    "host",
+    "port",
+    "scheme",
+    "is_active",
+    "tenant_id",
+    "tenant__slug",
+    "tenant__is_active",
+    "tenant__deployment__name",
+    "tenant__deployment_id",
+)
 
 # Stands for a tenant that has no primary key yet (an add form).
 NEW_TENANT_ID = -1
@@ -84,7 +97,7 @@ def current_claims(host: str, using: str | None = None) -> list[Claim]:
         Authority.objects.db_manager(using)
         .filter(host__in=patterns_matching(host))
         .order_by()
-        .values_list(*ROW_FIELDS, "tenant__deployment_id")
+        .values_list(*CLAIM_FIELDS)
     )
     return [Claim(*row) for row in rows]
 

@@ -67,7 +67,7 @@ def check_host(text: str, scheme: str | None = None, port: int | None = None, sn
     """
     described = probe(text, scheme, port, sni)
     facts = described.facts
-    snapshot = policy.current()
+    snapshot = policy.obtain()
     decision = decide(facts, snapshot, conf.gate)
     here = conf.DEPLOYMENT or ""
     authority = None

@@ -23,11 +23,11 @@ from hostguard.decision import (
     UNAVAILABLE,
     UNKNOWN_HOST,
     Decision,
-    Snapshot,
 )
 from hostguard.hosts import SCHEMES, InvalidHost, format_authority
 from hostguard.models import Tenant
 from hostguard.policy import policy
+from hostguard.snapshot import Snapshot
 
 EXIT_ALLOWED = 0
 EXIT_MISDIRECTED = 1
@@ -127,7 +127,8 @@ def _report(described: Probe, decision: Decision, snapshot: Snapshot | None, lin
     if decision.verdict == ALLOW:
         lines.append((_("Reason"), _("served by this deployment")))
         return Report(EXIT_ALLOWED, _("Allowed: tenant %(tenant)s.") % {"tenant": decision.tenant_slug}, lines)
-    tenant_active = decision.tenant_id is None or snapshot.tenants[decision.tenant_id][2]
+    tenant = snapshot.tenant(decision.tenant_id) if decision.tenant_id is not None else None
+    tenant_active = tenant is None or tenant.active
     explanation = _explain(decision, conf.DEPLOYMENT, tenant_active)
     lines.append((_("Reason"), "%s: %s" % (decision.reason, explanation)))
     if decision.reported:
@@ -143,7 +144,8 @@ def _report(described: Probe, decision: Decision, snapshot: Snapshot | None, lin
         for group in snapshot.candidates(decision.host):
             for entry_port, entry_scheme, _pk, tenant_id, _active, pattern in group:
                 claimed = format_authority(entry_scheme, pattern, entry_port)
-                slug = snapshot.tenants[tenant_id][0]
+                record = snapshot.tenant(tenant_id)
+                slug = record.slug if record is not None else "?"
                 lines.append(
                     (_("Claimed as"), _("%(authority)s (tenant %(tenant)s)") % {"authority": claimed, "tenant": slug})
                 )

@@ -1,0 +1,109 @@
+"""Changes pushed by PostgreSQL: each process listens for the writers' ``NOTIFY``.
+
+Every write sends ``NOTIFY hostguard_policy`` in its transaction (delivered at commit;
+see :mod:`hostguard.store`). Each process keeps one connection of its own — not one
+of Django's — with ``LISTEN hostguard_policy``, and wakes its refresher when a
+notification arrives, so a change reaches every process within milliseconds.
+
+Polling stays as the fallback: a lost notification or a lost connection only delays
+a change to the next ``HOSTGUARD_REFRESH_SECONDS``. A dropped connection is
+re-established with backoff; the outage and the recovery are logged once each, not
+per attempt. ``HOSTGUARD_PUSH = False`` turns listening off (polling alone); on
+other databases, or with psycopg 2, there is nothing to listen to.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Protocol
+
+from django.db import connections
+
+from hostguard.conf import conf
+from hostguard.store import CHANNEL
+
+logger = logging.getLogger("hostguard.push")
+
+#: The longest wait between two attempts to reconnect.
+MAX_BACKOFF = 30.0
+#: How often an idle listening connection proves it is alive.
+KEEPALIVE = 15.0
+
+
+class Wakeable(Protocol):
+    def wake(self) -> None: ...
+
+
+def listen(policy: Wakeable) -> Listener | None:
+    """Start listening for ``policy``, if the database can push; return the listener."""
+    if not conf.PUSH:
+        return None
+    alias = conf.DATABASE
+    try:
+        connection = connections[alias]
+    except Exception:
+        return None
+    if connection.vendor != "postgresql":
+        return None
+    try:
+        import psycopg
+    except ImportError:  # psycopg 2: Django works with it, but it has no notifies() generator
+        logger.info("hostguard listens for changes only with psycopg 3; polling every HOSTGUARD_REFRESH_SECONDS")
+        return None
+    listener = Listener(policy, connection.get_connection_params(), psycopg)
+    listener.start()
+    return listener
+
+
+class Listener(threading.Thread):
+    """A daemon thread holding one ``LISTEN`` connection and waking the policy on each notification."""
+
+    def __init__(self, policy: Wakeable, params: dict[str, Any], psycopg: Any) -> None:
+        super().__init__(name="hostguard-listen", daemon=True)
+        self.policy = policy
+        self.params = {**params, "autocommit": True}
+        self.psycopg = psycopg
+        self.connected = False
+        self.failing = False
+
+    def run(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                with self.psycopg.connect(**self.params) as connection:
+                    connection.execute("LISTEN %s" % CHANNEL)
+                    self._connected()
+                    backoff = 1.0
+                    self._listen(connection)
+            except Exception as exc:
+                self._lost(exc, backoff)
+            self.connected = False
+            time.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _listen(self, connection: Any) -> None:
+        while True:
+            for _notify in connection.notifies(timeout=KEEPALIVE):
+                self.policy.wake()
+            # Quiet for a while: prove the connection is still there (a cut one raises).
+            connection.execute("SELECT 1")
+
+    def _connected(self) -> None:
+        self.connected = True
+        if self.failing:
+            self.failing = False
+            logger.info("hostguard is listening for policy changes again")
+        # Notifications sent while nobody listened are lost: catch up now.
+        self.policy.wake()
+
+    def _lost(self, exc: BaseException, backoff: float) -> None:
+        if not self.failing:
+            self.failing = True
+            logger.warning(
+                "hostguard lost its connection for policy changes (%s); polling every HOSTGUARD_REFRESH_SECONDS "
+                "meanwhile, and reconnecting with backoff up to %d s",
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                MAX_BACKOFF,
+            )

@@ -1,0 +1,238 @@
+"""The policy in the database: the version stamp, the change log, and the rows a snapshot reads.
+
+Writes (:func:`record`) run in the writer's transaction: the stamp moves by one and
+the change log gains a row per touched object at the new version, so both are
+published on commit and never for a rolled-back change. On PostgreSQL the same
+transaction sends ``NOTIFY`` (delivered at commit), which other processes listen
+for (:mod:`hostguard.push`).
+
+Reads (:func:`full`, :func:`delta`) are for the process's own refresh: a full read
+with plain cursors (no model instances), or the changes after a version and the
+current state of just the rows they name. Rows are read after the stamp, so a
+snapshot may already hold a row newer than its version; applying that row's change
+again later is harmless — a delta always re-reads the current state.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+from django.db import connections, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from hostguard.changes import AUTHORITY, DEPLOYMENT, EVERYTHING, LARGE_CHANGE, TENANT, Change
+from hostguard.conf import conf
+from hostguard.snapshot import AuthorityRow, Snapshot, TenantRecord
+
+#: The PostgreSQL channel writers notify and processes listen on.
+CHANNEL = "hostguard_policy"
+#: Ids per ``IN (…)`` query when a delta re-reads rows.
+_CHUNK = 500
+
+
+class Delta(NamedTuple):
+    """What changed between two versions, with the changed rows as they are now."""
+
+    version: int
+    authorities: dict[int, AuthorityRow | None]
+    old_hosts: dict[int, set[str]]
+    tenants: dict[int, TenantRecord | None]
+    deployments: dict[int, str] | None
+
+
+class Unreachable(Exception):
+    """The change log no longer reaches back to the version asked for (pruned, or a full change)."""
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+def record(using: str, changes: Iterable[Change]) -> int:
+    """Bump the stamp and log ``changes`` in ``using``'s current transaction; return the version."""
+    from hostguard.models import PolicyChange, PolicyStamp
+
+    changes = list(changes)
+    if len(changes) > LARGE_CHANGE:
+        changes = [Change(EVERYTHING)]
+    now = timezone.now()
+    stamps = PolicyStamp.objects.using(using).filter(pk=1)
+    if not stamps.update(version=F("version") + 1, changed_at=now):
+        PolicyStamp.objects.using(using).get_or_create(pk=1, defaults={"version": 1, "changed_at": now})
+    version = stamps.values_list("version", flat=True).get()
+    PolicyChange.objects.using(using).bulk_create(
+        [
+            PolicyChange(version=version, kind=change.kind, object_id=change.object_id, old_host=change.old_host)
+            for change in changes
+        ]
+    )
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            # Delivered at commit, and only then; listeners re-read the log themselves.
+            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(version)])
+    return int(version)
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+@contextmanager
+def reading(using: str, seconds: float) -> Iterator[Any]:
+    """A transaction on ``using`` whose statements give up after ``seconds``.
+
+    hostguard's own background queries must never hang silently: PostgreSQL gets a
+    ``statement_timeout`` for this transaction only, SQLite a busy timeout (its
+    waits are on locks).
+    """
+    connection = connections[using]
+    with transaction.atomic(using=using), connection.cursor() as cursor:
+        milliseconds = max(1, int(seconds * 1000))
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL statement_timeout = %d" % milliseconds)
+        elif connection.vendor == "sqlite":
+            cursor.execute("PRAGMA busy_timeout = %d" % milliseconds)
+        yield cursor
+
+
+def read_stamp(cursor: Any) -> tuple[int, int]:
+    """(version, pruned_through): the policy's version, and the newest change the log has lost."""
+    from hostguard.models import PolicyStamp
+
+    table = _table(cursor, PolicyStamp)
+    cursor.execute("SELECT version, pruned_through FROM %s WHERE id = 1" % table)
+    row = cursor.fetchone()
+    return (int(row[0]), int(row[1] or 0)) if row else (0, 0)
+
+
+def full(using: str | None = None, seconds: float = 60.0) -> Snapshot:
+    """Read the whole policy: the stamp first, then every deployment, tenant and authority."""
+    from hostguard.models import Authority
+
+    using = using or conf.DATABASE
+    with reading(using, seconds) as cursor:
+        version, _pruned = read_stamp(cursor)
+        deployments = read_deployments(cursor)
+        tenants = dict(read_tenants(cursor, None))
+        cursor.execute("SELECT %s FROM %s" % (", ".join(_authority_columns(cursor)), _table(cursor, Authority)))
+        return Snapshot.build(version, _fetch(cursor), tenants, deployments)
+
+
+def delta(using: str, since: int, seconds: float = 10.0) -> Delta | None:
+    """What changed after version ``since``, or ``None`` if nothing did.
+
+    Raises :class:`Unreachable` when only a full read can tell (the log was pruned
+    past ``since``, or a change names everything).
+    """
+    from hostguard.models import PolicyChange
+
+    with reading(using, seconds) as cursor:
+        version, pruned_through = read_stamp(cursor)
+        if version <= since:
+            # Older: a replica that has not caught up with a write this process already
+            # applied (or a database restored under it, which needs a restart).
+            return None
+        if pruned_through > since:
+            raise Unreachable(since)
+        cursor.execute(
+            "SELECT kind, object_id, old_host FROM %s WHERE version > %%s AND version <= %%s"
+            % _table(cursor, PolicyChange),
+            [since, version],
+        )
+        authority_ids: set[int] = set()
+        old_hosts: dict[int, set[str]] = defaultdict(set)
+        tenant_ids: set[int] = set()
+        deployments_changed = False
+        for kind, object_id, old_host in cursor.fetchall():
+            if kind == AUTHORITY:
+                authority_ids.add(object_id)
+                if old_host:
+                    old_hosts[object_id].add(old_host)
+            elif kind == TENANT:
+                tenant_ids.add(object_id)
+            elif kind == DEPLOYMENT:
+                deployments_changed = True
+            else:
+                raise Unreachable(since)
+        authorities: dict[int, AuthorityRow | None] = dict.fromkeys(authority_ids)
+        authorities.update(read_authorities(cursor, authority_ids))
+        tenants: dict[int, TenantRecord | None] = dict.fromkeys(tenant_ids)
+        tenants.update(read_tenants(cursor, tenant_ids))
+        deployments = read_deployments(cursor) if deployments_changed else None
+        return Delta(version, authorities, dict(old_hosts), tenants, deployments)
+
+
+def read_deployments(cursor: Any) -> dict[int, str]:
+    from hostguard.models import Deployment
+
+    cursor.execute("SELECT id, name FROM %s" % _table(cursor, Deployment))
+    return {int(pk): name for pk, name in cursor.fetchall()}
+
+
+def read_tenants(cursor: Any, ids: Iterable[int] | None) -> Iterator[tuple[int, TenantRecord]]:
+    """(id, record) of the tenants ``ids`` names (``None``: every tenant)."""
+    from hostguard.models import get_tenant_model
+
+    model = get_tenant_model()
+    quote = cursor.db.ops.quote_name
+    names = ("pk", "slug", "name", "deployment", "is_active", *tenant_fields())
+    columns = [quote(_column(model, name)) for name in names]
+    query = "SELECT %s FROM %s" % (", ".join(columns), _table(cursor, model))
+    for pk, slug, name, deployment_id, active, *extra in _rows_for(cursor, query, columns[0], ids):
+        yield int(pk), TenantRecord(slug, name, int(deployment_id), bool(active), tuple(extra))
+
+
+def read_authorities(cursor: Any, ids: Iterable[int]) -> Iterator[tuple[int, AuthorityRow]]:
+    from hostguard.models import Authority
+
+    columns = _authority_columns(cursor)
+    query = "SELECT %s FROM %s" % (", ".join(columns), _table(cursor, Authority))
+    for row in _rows_for(cursor, query, columns[0], ids):
+        yield int(row[0]), _authority_row(row)
+
+
+def tenant_fields() -> tuple[str, ...]:
+    """The tenant model's own fields the snapshot carries beyond slug, name, deployment, active."""
+    return ()
+
+
+def _rows_for(cursor: Any, query: str, key: str, ids: Iterable[int] | None) -> Iterator[tuple[Any, ...]]:
+    if ids is None:
+        cursor.execute(query)
+        yield from cursor.fetchall()
+        return
+    ids = sorted(ids)
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        cursor.execute("%s WHERE %s IN (%s)" % (query, key, ", ".join(["%s"] * len(chunk))), chunk)
+        yield from cursor.fetchall()
+
+
+def _fetch(cursor: Any) -> Iterator[AuthorityRow]:
+    while rows := cursor.fetchmany(10_000):
+        for row in rows:
+            yield _authority_row(row)
+
+
+def _authority_row(row: tuple[Any, ...]) -> AuthorityRow:
+    pk, host, port, scheme, active, tenant_id = row
+    return (int(pk), host, port, scheme or "", bool(active), int(tenant_id))
+
+
+def _authority_columns(cursor: Any) -> list[str]:
+    from hostguard.models import Authority
+
+    quote = cursor.db.ops.quote_name
+    return [quote(_column(Authority, name)) for name in ("pk", "host", "port", "scheme", "is_active", "tenant")]
+
+
+def _column(model: Any, name: str) -> str:
+    field = model._meta.pk if name == "pk" else model._meta.get_field(name)
+    return str(field.column)
+
+
+def _table(cursor: Any, model: Any) -> str:
+    return str(cursor.db.ops.quote_name(model._meta.db_table))

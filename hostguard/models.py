@@ -7,7 +7,7 @@ so every process learns of it within ``HOSTGUARD_REFRESH_SECONDS``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -18,6 +18,9 @@ from django.utils.translation import gettext_lazy as _
 from hostguard.audit import OVERFLOW_HOST
 from hostguard.decision import Reason
 from hostguard.hosts import InvalidHost, format_authority, normalise_host, to_unicode
+
+if TYPE_CHECKING:
+    from hostguard.claims import SharedNames
 
 
 def _policy_changed(using: str) -> None:
@@ -148,6 +151,9 @@ class Authority(models.Model):
         ordering = ["host", "port", "scheme"]
         verbose_name = _("authority")
         verbose_name_plural = _("authorities")
+        # The unique constraints are partial, so a lookup by host alone (the claims that
+        # can match a host, those sharing its names) could use neither of them.
+        indexes = [models.Index(fields=["host"], name="hostguard_authority_host")]
         # Two partial indexes instead of one: NULL ports must collide too, on every
         # backend, and NULLS NOT DISTINCT is PostgreSQL-only.
         constraints = [
@@ -208,6 +214,15 @@ class Authority(models.Model):
             )
         super().validate_constraints(exclude=exclude)
 
+    def shared_names(self) -> SharedNames | None:
+        """Other tenants' claims this one would share host names with (see :mod:`hostguard.claims`)."""
+        from hostguard.claims import shared_names
+
+        if not self.host:
+            return None
+        exclude = [self.pk] if self.pk is not None else []
+        return shared_names([self.host], self.tenant_id, exclude=exclude, using=self._state.db).get(self.host)
+
     def conflicting_claim(self) -> Authority | None:
         """Another authority claiming the same (host, port, scheme), if any."""
         if not self.host:
@@ -218,6 +233,16 @@ class Authority(models.Model):
         if self.pk is not None:
             claims = claims.exclude(pk=self.pk)
         return claims.first()
+
+
+class HostCheck(Authority):
+    """No data of its own: gives the admin's "Check a host" page a row in the admin index."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = _("host check")
+        verbose_name_plural = _("Check a host")
 
 
 class PolicyStamp(models.Model):

@@ -260,19 +260,118 @@ def test_bad_port_field_is_a_field_error(staff: Client) -> None:
 def test_a_claim_another_tenant_holds_is_a_form_error_naming_it(staff: Client) -> None:
     tenant("globex", "shop.example", "xn--bcher-kva.example")
     acme = tenant("acme")
-    for typed in ("SHOP.example.", "https://Bücher.example/path"):
-        if typed.startswith("https"):
-            # A scheme-specific claim does not collide with an any-scheme one…
-            assert staff.post(url("authority_add"), authority_post(typed, acme)).status_code == 302
-            continue
+    for typed in ("SHOP.example.", "bücher.example"):
         response = staff.post(url("authority_add"), authority_post(typed, acme))
         assert response.status_code == 200
-        errors = " ".join(response.context["adminform"].form.errors["host"])
-        assert "shop.example is already claimed by the tenant “Globex”" in errors
-    # …but the same one again does.
-    response = staff.post(url("authority_add"), authority_post("bücher.example", acme))
-    assert "already claimed by the tenant “Globex”" in " ".join(response.context["adminform"].form.errors["host"])
-    assert Authority.objects.filter(tenant=acme).count() == 1
+        errors = response.context["adminform"].form.errors["host"]
+        assert len(errors) == 1, errors
+        assert "is already claimed by the tenant “Globex”" in errors[0]
+        # The very same authority is never shared: no "Claim it anyway" for it.
+        assert 'name="claim_shared"' not in response.content.decode()
+    assert not Authority.objects.filter(tenant=acme).exists()
+
+
+# --- a host name belongs to one tenant ---------------------------------------------------------
+
+
+def shared_error(response: Any) -> str:
+    assert response.status_code == 200
+    return " ".join(response.context["adminform"].form.errors.get("host", []))
+
+
+@pytest.mark.parametrize(
+    ("typed", "names"),
+    [
+        ("https://globex.example", "globex.example"),  # another scheme
+        ("globex.example:8443", "globex.example"),  # another port
+        ("x.globex.example", "*.globex.example"),  # under its wildcard
+        ("https://*.globex.example", "*.globex.example"),  # the same wildcard, another scheme
+        ("*.shop.globex.example", "*.globex.example"),  # a wildcard under its wildcard
+        ("*.example", "*.globex.example, globex.example"),  # a wildcard over its names
+    ],
+)
+def test_a_claim_on_names_another_tenant_holds_needs_confirming(staff: Client, typed: str, names: str) -> None:
+    tenant("globex", "globex.example", "*.globex.example")
+    acme = tenant("acme", "acme.example")
+    data = authority_post(typed, acme)
+
+    refused = staff.post(url("authority_add"), data)
+    error = shared_error(refused)
+    assert f"shares host names with the tenant “Globex” ({names})." in error
+    assert "Tick “Claim it anyway” to save it all the same." in error
+    assert 'name="claim_shared"' in refused.content.decode()
+    assert acme.authorities.count() == 1
+
+    saved = staff.post(url("authority_add"), {**data, "claim_shared": "on"})
+    assert saved.status_code == 302
+    authority = acme.authorities.exclude(host="acme.example").get()
+    entry = LogEntry.objects.get(object_id=str(authority.pk))
+    assert entry.is_addition()
+    assert "Confirmed a claim on shared names" in entry.get_change_message()
+    assert "“Globex”" in entry.get_change_message()
+
+
+def test_a_tenants_own_names_on_other_ports_and_schemes_need_no_confirming(staff: Client) -> None:
+    acme = tenant("acme", "acme.example", "*.acme.example")
+    tenant("globex", "globex.example")
+    for typed in ("https://acme.example:8443", "acme.example:8080", "shop.acme.example", "https://*.acme.example"):
+        assert staff.post(url("authority_add"), authority_post(typed, acme)).status_code == 302, typed
+    assert acme.authorities.count() == 6
+    assert not LogEntry.objects.filter(change_message__contains="shared").exists()
+
+
+def test_editing_a_claim_without_moving_it_asks_nothing_again(staff: Client) -> None:
+    globex = tenant("globex", "*.globex.example")
+    acme = tenant("acme")
+    shared = Authority.objects.create(tenant=acme, host="x.globex.example")  # confirmed long ago
+    data = authority_post("x.globex.example", acme, note="renewed")
+    assert staff.post(url("authority_change", shared.pk), data).status_code == 302
+    # Moving it to another tenant is a new claim, checked again.
+    initech = tenant("initech")
+    moved = staff.post(url("authority_change", shared.pk), authority_post("x.globex.example", initech))
+    assert "the tenant “Globex”" in shared_error(moved)
+    shared.refresh_from_db()
+    assert (shared.tenant, shared.note) == (acme, "renewed")
+    assert globex.authorities.count() == 1
+
+
+def test_a_wildcard_over_many_names_lists_a_few_and_counts_the_rest(staff: Client) -> None:
+    tenant("globex", *(f"h{n}.shop.example" for n in range(8)))
+    tenant("initech", "shop.example")  # the apex: not under *.shop.example
+    acme = tenant("acme")
+    error = shared_error(staff.post(url("authority_add"), authority_post("*.shop.example", acme)))
+    assert "with the tenant “Globex” (h0.shop.example, h1.shop.example, h2.shop.example, h3.shop.example, " in error
+    assert "and 3 more claims." in error
+    assert "Initech" not in error
+
+
+def test_the_tenant_inline_asks_before_claiming_another_tenants_names(staff: Client) -> None:
+    tenant("globex", "*.globex.example")
+    rows = [{"host": "x.globex.example"}, {"host": "initech.example"}]
+    refused = staff.post(url("tenant_add"), inline_post(None, rows))
+    assert refused.status_code == 200
+    formset = refused.context["inline_admin_formsets"][0].formset
+    assert "x.globex.example shares host names with the tenant “Globex” (*.globex.example)" in str(formset.errors[0])
+    assert not formset.errors[1]
+    assert 'name="authorities-claim_shared"' in refused.content.decode()
+    assert not Tenant.objects.filter(slug="initech").exists()
+
+    saved = staff.post(url("tenant_add"), inline_post(None, rows, **{"authorities-claim_shared": "on"}))
+    assert saved.status_code == 302
+    initech = Tenant.objects.get(slug="initech")
+    assert sorted(initech.authorities.values_list("host", flat=True)) == ["initech.example", "x.globex.example"]
+    history = LogEntry.objects.get(object_id=str(initech.pk)).get_change_message()
+    assert "Confirmed a claim on shared names: x.globex.example shares host names with the tenant “Globex”" in history
+
+    # Saving the tenant again, its claims unchanged, asks nothing.
+    again = staff.post(url("tenant_change", initech.pk), inline_post(initech, existing_rows(initech), name="Initech 2"))
+    assert again.status_code == 302
+
+
+def test_rows_of_one_tenant_never_conflict_with_each_other(staff: Client) -> None:
+    rows = [{"host": "*.initech.example"}, {"host": "www.initech.example"}, {"host": "https://initech.example:8443"}]
+    assert staff.post(url("tenant_add"), inline_post(None, rows)).status_code == 302
+    assert Authority.objects.count() == 3
 
 
 def test_a_claim_through_the_tenant_inline_is_a_form_error_naming_the_tenant(staff: Client) -> None:

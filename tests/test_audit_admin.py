@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from hostguard.admin.audit import hourly_chart
+from hostguard.admin.chart import hourly_chart
 from hostguard.audit import OVERFLOW_HOST
 from hostguard.models import Authority, Deployment, MismatchLog, Tenant
 
@@ -246,7 +246,7 @@ class TestAllowHost:
         response = Client().get("/api/whoami", headers={"host": "shop.example"})
         assert response.status_code == 200
         assert response.json()["tenant"] == "acme"
-        assert "shop.example was added to the tenant “Acme”." in messages_of(admin_client.get(CHANGELIST))
+        assert "Added shop.example to the tenant “Acme”." in messages_of(admin_client.get(CHANGELIST))
 
     def test_a_tenant_must_be_chosen(self, admin_client: Client) -> None:
         make_tenant("acme")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.db import connections
 from django.db.models.signals import pre_save
@@ -160,6 +161,23 @@ def test_check_page_is_linked_from_the_app_index_and_the_authority_list(staff: C
     check = url("authority_check")
     assert check in staff.get(reverse("admin:app_list", args=["hostguard"])).content.decode()
     assert check in staff.get(url("authority_changelist")).content.decode()
+
+
+def test_check_page_is_linked_from_the_sites_admin_index(staff: Client, django_user_model: Any) -> None:
+    index = staff.get(reverse("admin:index")).content.decode()
+    block = index.split('class="app-hostguard module')[1].split("</table>")[0]
+    link = url("hostcheck_changelist")
+    assert f'<a href="{link}">Check a host</a>' in block
+    followed = staff.get(link, follow=True)
+    assert followed.redirect_chain == [(url("authority_check"), 302)]
+    assert followed.context["title"] == "Check a host"
+    # Only for those who may use the check page; and it is a link, not something to add.
+    assert "hostcheck/add/" not in index
+    clerk = django_user_model.objects.create_user("clerk", password="pw", is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="view_deployment"))
+    staff.force_login(clerk)
+    assert link not in staff.get(reverse("admin:index")).content.decode()
+    assert staff.get(link).status_code == 403
 
 
 def test_pages_need_staff(client: Client) -> None:
@@ -734,6 +752,49 @@ def test_move_lists_the_hosts_that_change_hands_then_moves(staff: Client, acme: 
     assert any("Moved 1 tenant (2 hosts) to the deployment eu-2" in m for m in messages_of(done))
     assert LogEntry.objects.filter(object_id=str(acme.pk), change_message__contains="eu-2").exists()
     assert verdict("acme.test") == 421
+
+
+def test_move_preselects_nothing_and_never_offers_where_the_tenants_already_are(staff: Client, acme: Tenant) -> None:
+    deployment("eu-2")
+    deployment("aa-first")  # sorts first: the old form preselected whatever came first
+    page = staff.post(
+        url("tenant_changelist"), {"action": "move_to_deployment", "_selected_action": [acme.pk], "index": 0}
+    )
+    field = page.context["form"]["deployment"]
+    choices = [label for _value, label in field.field.choices]
+    assert choices == ["Choose a deployment…", "aa-first", "eu-2"]  # not "local", acme's own
+    assert field.value() is None
+    assert "selected>Choose a deployment…" in str(field)
+    unchosen = staff.post(
+        url("tenant_changelist"), {"action": "move_to_deployment", "_selected_action": [acme.pk], "deployment": ""}
+    )
+    assert "Choose the deployment to move the tenants to." in unchosen.content.decode()
+
+
+def test_move_review_shows_ports_and_schemes_in_the_unicode_column(staff: Client) -> None:
+    owner = tenant("bucher", "https://bücher.example:8443", "bücher.example:8080")
+    eu2 = deployment("eu-2")
+    review = staff.post(
+        url("tenant_changelist"),
+        {"action": "move_to_deployment", "_selected_action": [owner.pk], "deployment": eu2.pk},
+    )
+    table = review.content.decode().split('id="moving-hosts"')[1].split("</table>")[0]
+    assert "<td>https://xn--bcher-kva.example:8443</td><td>https://bücher.example:8443</td>" in table
+    assert "<td>xn--bcher-kva.example:8080</td><td>bücher.example:8080</td>" in table
+
+
+def test_saving_a_host_says_how_soon_every_process_serves_it(staff: Client, settings: Any) -> None:
+    settings.HOSTGUARD_REFRESH_SECONDS = 2.5
+    owner = tenant("acme")
+    response = staff.post(url("authority_add"), authority_post("shop.example", owner), follow=True)
+    notes = messages_of(response)
+    assert any("was added successfully" in note for note in notes)
+    assert (
+        "The change is live in this process at once and in every other process within 2.5 seconds "
+        "(HOSTGUARD_REFRESH_SECONDS)." in notes
+    )
+    response = staff.post(url("tenant_change", owner.pk), inline_post(owner, existing_rows(owner)), follow=True)
+    assert any("within 2.5 seconds" in note for note in messages_of(response))
 
 
 # --- the lockout guard -----------------------------------------------------------------------------------

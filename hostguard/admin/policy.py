@@ -16,6 +16,7 @@ from django.contrib.admin.actions import delete_selected as django_delete_select
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.utils import model_ngettext, quote, unquote
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, models, transaction
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -368,6 +369,8 @@ class HostCheckAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         def check_page(request: HttpRequest) -> HttpResponse:
+            if not self.has_view_permission(request):
+                raise PermissionDenied
             return HttpResponseRedirect(reverse("admin:hostguard_authority_check", current_app=self.admin_site.name))
 
         return [path("", self.admin_site.admin_view(check_page), name="hostguard_hostcheck_changelist")]

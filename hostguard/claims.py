@@ -47,15 +47,6 @@ def patterns_matching(host: str) -> list[str]:
     return [host, *wildcards_covering(host)]
 
 
-def shares_names(first: str, second: str) -> bool:
-    """Whether two stored host patterns match at least one host name in common."""
-    if first == second:
-        return True
-    if first.startswith("*.") and second.endswith(first[1:]):
-        return True
-    return second.startswith("*.") and first.endswith(second[1:])
-
-
 class Holding(NamedTuple):
     """One claim as the rule sees it: its host pattern, who holds it, and how to show it."""
 
@@ -124,11 +115,12 @@ def shared_names(
     if tenant_id is not None:
         others = others.exclude(tenant_id=tenant_id)
     fields = ("pk", "host", "port", "scheme", "tenant__name")
-    patterns = {pattern for host in hosts for pattern in patterns_matching(host)}
-    above = list(others.filter(host__in=patterns).values_list(*fields))
+    patterns = {host: set(patterns_matching(host)) for host in hosts}
+    above = list(others.filter(host__in=set().union(*patterns.values())).values_list(*fields))
     found: dict[str, SharedNames] = {}
     for host in hosts:
-        rows = {row[0]: row for row in above if shares_names(host, row[1])}
+        # The host itself and the wildcards above it; for a wildcard, the names under it next.
+        rows = {row[0]: row for row in above if row[1] in patterns[host]}
         total = len(rows)
         if host.startswith("*."):
             under = others.filter(host__endswith=host[1:]).exclude(host=host)
@@ -152,7 +144,7 @@ def find_shared(new: Sequence[Holding], held: Iterable[Holding]) -> list[tuple[H
     """For each claim in ``new``, the claims in ``held`` of other owners it shares names with.
 
     ``held`` is every claim as it will be, ``new`` among them. A pair of new claims is
-    reported once, against the later one. Cost: one pass over ``held``, and for new
+    reported once, against the first of the two in ``new``. Cost: one pass over ``held``, and for new
     wildcards one more walking each held host's labels; no claim is compared with every other.
     """
     held = list(held)

@@ -603,6 +603,24 @@ def test_list_pages_stay_fast_with_100000_authorities(staff: Client, django_asse
         assert len(response.context["cl"].result_list) >= 1, page
 
 
+@pytest.mark.usefixtures("big_policy")
+def test_claim_checks_read_only_what_can_conflict_at_100000_authorities(
+    staff: Client, django_assert_max_num_queries: Any
+) -> None:
+    owner = Tenant.objects.get(slug="t0001")
+    refused = {
+        "h5.t0005.example:8443": "with the tenant “Tenant 0005” (h5.t0005.example).",
+        "*.t0007.example": "with the tenant “Tenant 0007” (h10007.t0007.example, h1007.t0007.example, ",
+    }
+    # The same few queries as with ten authorities: the host and the wildcards above it
+    # (indexed), for a wildcard a few of the names under it and their count.
+    for (typed, names), most in zip(refused.items(), (16, 18), strict=True):
+        with django_assert_max_num_queries(most):
+            response = staff.post(url("authority_add"), authority_post(typed, owner))
+        assert names in shared_error(response), typed
+    assert "and 95 more claims." in shared_error(response)
+
+
 # --- the check page ------------------------------------------------------------------------------
 
 

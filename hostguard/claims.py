@@ -12,8 +12,9 @@ Cost of :func:`shared_names`: the rows of the host itself and of the wildcards a
 it, one indexed ``IN`` query whatever the size of the policy. A wildcard also reads
 the claims under it, a suffix match no B-tree index can narrow: a scan of the host
 index, paid only when staff claim a wildcard, reading at most :data:`SHOWN` rows
-and, past that, one ``COUNT``. :func:`find_shared` does the same in memory, for
-imports.
+and, past that, one ``COUNT``. Measured at 100,000 authorities: an exact host is one
+query under a millisecond; a wildcard two or three queries, 10–25 ms, on SQLite and
+PostgreSQL alike. :func:`find_shared` does the same in memory, for imports.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ so every process learns of it within ``HOSTGUARD_REFRESH_SECONDS``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -20,6 +20,9 @@ from hostguard.audit import OVERFLOW_HOST
 from hostguard.changes import AUTHORITY, DEPLOYMENT, LARGE_CHANGE, TENANT, Change, everything
 from hostguard.decision import Reason
 from hostguard.hosts import InvalidHost, format_authority, normalise_host, to_unicode
+
+if TYPE_CHECKING:
+    from hostguard.claims import SharedNames
 
 
 class PolicyQuerySet(models.QuerySet[Any]):
@@ -198,6 +201,9 @@ class Authority(PolicyModel):
         ordering = ["host", "port", "scheme"]
         verbose_name = _("authority")
         verbose_name_plural = _("authorities")
+        # The unique constraints are partial, so a lookup by host alone (the claims that
+        # can match a host, those sharing its names) could use neither of them.
+        indexes = [models.Index(fields=["host"], name="hostguard_authority_host")]
         # Two partial indexes instead of one: NULL ports must collide too, on every
         # backend, and NULLS NOT DISTINCT is PostgreSQL-only.
         constraints = [
@@ -265,6 +271,15 @@ class Authority(PolicyModel):
             )
         super().validate_constraints(exclude=exclude)
 
+    def shared_names(self) -> SharedNames | None:
+        """Other tenants' claims this one would share host names with (see :mod:`hostguard.claims`)."""
+        from hostguard.claims import shared_names
+
+        if not self.host:
+            return None
+        exclude = [self.pk] if self.pk is not None else []
+        return shared_names([self.host], self.tenant_id, exclude=exclude, using=self._state.db).get(self.host)
+
     def conflicting_claim(self) -> Authority | None:
         """Another authority claiming the same (host, port, scheme), if any."""
         if not self.host:
@@ -275,6 +290,16 @@ class Authority(PolicyModel):
         if self.pk is not None:
             claims = claims.exclude(pk=self.pk)
         return claims.first()
+
+
+class HostCheck(Authority):
+    """No data of its own: gives the admin's "Check a host" page a row in the admin index."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = _("host check")
+        verbose_name_plural = _("Check a host")
 
 
 class PolicyStamp(models.Model):

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.db import connections
 from django.db.models.signals import pre_save
@@ -162,6 +163,23 @@ def test_check_page_is_linked_from_the_app_index_and_the_authority_list(staff: C
     assert check in staff.get(url("authority_changelist")).content.decode()
 
 
+def test_check_page_is_linked_from_the_sites_admin_index(staff: Client, django_user_model: Any) -> None:
+    index = staff.get(reverse("admin:index")).content.decode()
+    block = index.split('class="app-hostguard module')[1].split("</table>")[0]
+    link = url("hostcheck_changelist")
+    assert f'<a href="{link}">Check a host</a>' in block
+    followed = staff.get(link, follow=True)
+    assert followed.redirect_chain == [(url("authority_check"), 302)]
+    assert followed.context["title"] == "Check a host"
+    # Only for those who may use the check page; and it is a link, not something to add.
+    assert "hostcheck/add/" not in index
+    clerk = django_user_model.objects.create_user("clerk", password="pw", is_staff=True)
+    clerk.user_permissions.add(Permission.objects.get(codename="view_deployment"))
+    staff.force_login(clerk)
+    assert link not in staff.get(reverse("admin:index")).content.decode()
+    assert staff.get(link).status_code == 403
+
+
 def test_pages_need_staff(client: Client) -> None:
     response = client.get(url("authority_check"), headers={"host": ADMIN_HOST})
     assert response.status_code == 302
@@ -260,19 +278,118 @@ def test_bad_port_field_is_a_field_error(staff: Client) -> None:
 def test_a_claim_another_tenant_holds_is_a_form_error_naming_it(staff: Client) -> None:
     tenant("globex", "shop.example", "xn--bcher-kva.example")
     acme = tenant("acme")
-    for typed in ("SHOP.example.", "https://Bücher.example/path"):
-        if typed.startswith("https"):
-            # A scheme-specific claim does not collide with an any-scheme one…
-            assert staff.post(url("authority_add"), authority_post(typed, acme)).status_code == 302
-            continue
+    for typed in ("SHOP.example.", "bücher.example"):
         response = staff.post(url("authority_add"), authority_post(typed, acme))
         assert response.status_code == 200
-        errors = " ".join(response.context["adminform"].form.errors["host"])
-        assert "shop.example is already claimed by the tenant “Globex”" in errors
-    # …but the same one again does.
-    response = staff.post(url("authority_add"), authority_post("bücher.example", acme))
-    assert "already claimed by the tenant “Globex”" in " ".join(response.context["adminform"].form.errors["host"])
-    assert Authority.objects.filter(tenant=acme).count() == 1
+        errors = response.context["adminform"].form.errors["host"]
+        assert len(errors) == 1, errors
+        assert "is already claimed by the tenant “Globex”" in errors[0]
+        # The very same authority is never shared: no "Claim it anyway" for it.
+        assert 'name="claim_shared"' not in response.content.decode()
+    assert not Authority.objects.filter(tenant=acme).exists()
+
+
+# --- a host name belongs to one tenant ---------------------------------------------------------
+
+
+def shared_error(response: Any) -> str:
+    assert response.status_code == 200
+    return " ".join(response.context["adminform"].form.errors.get("host", []))
+
+
+@pytest.mark.parametrize(
+    ("typed", "names"),
+    [
+        ("https://globex.example", "globex.example"),  # another scheme
+        ("globex.example:8443", "globex.example"),  # another port
+        ("x.globex.example", "*.globex.example"),  # under its wildcard
+        ("https://*.globex.example", "*.globex.example"),  # the same wildcard, another scheme
+        ("*.shop.globex.example", "*.globex.example"),  # a wildcard under its wildcard
+        ("*.example", "*.globex.example, globex.example"),  # a wildcard over its names
+    ],
+)
+def test_a_claim_on_names_another_tenant_holds_needs_confirming(staff: Client, typed: str, names: str) -> None:
+    tenant("globex", "globex.example", "*.globex.example")
+    acme = tenant("acme", "acme.example")
+    data = authority_post(typed, acme)
+
+    refused = staff.post(url("authority_add"), data)
+    error = shared_error(refused)
+    assert f"shares host names with the tenant “Globex” ({names})." in error
+    assert "Tick “Claim it anyway” to save it all the same." in error
+    assert 'name="claim_shared"' in refused.content.decode()
+    assert acme.authorities.count() == 1
+
+    saved = staff.post(url("authority_add"), {**data, "claim_shared": "on"})
+    assert saved.status_code == 302
+    authority = acme.authorities.exclude(host="acme.example").get()
+    entry = LogEntry.objects.get(object_id=str(authority.pk))
+    assert entry.is_addition()
+    assert "Confirmed a claim on shared names" in entry.get_change_message()
+    assert "“Globex”" in entry.get_change_message()
+
+
+def test_a_tenants_own_names_on_other_ports_and_schemes_need_no_confirming(staff: Client) -> None:
+    acme = tenant("acme", "acme.example", "*.acme.example")
+    tenant("globex", "globex.example")
+    for typed in ("https://acme.example:8443", "acme.example:8080", "shop.acme.example", "https://*.acme.example"):
+        assert staff.post(url("authority_add"), authority_post(typed, acme)).status_code == 302, typed
+    assert acme.authorities.count() == 6
+    assert not LogEntry.objects.filter(change_message__contains="shared").exists()
+
+
+def test_editing_a_claim_without_moving_it_asks_nothing_again(staff: Client) -> None:
+    globex = tenant("globex", "*.globex.example")
+    acme = tenant("acme")
+    shared = Authority.objects.create(tenant=acme, host="x.globex.example")  # confirmed long ago
+    data = authority_post("x.globex.example", acme, note="renewed")
+    assert staff.post(url("authority_change", shared.pk), data).status_code == 302
+    # Moving it to another tenant is a new claim, checked again.
+    initech = tenant("initech")
+    moved = staff.post(url("authority_change", shared.pk), authority_post("x.globex.example", initech))
+    assert "the tenant “Globex”" in shared_error(moved)
+    shared.refresh_from_db()
+    assert (shared.tenant, shared.note) == (acme, "renewed")
+    assert globex.authorities.count() == 1
+
+
+def test_a_wildcard_over_many_names_lists_a_few_and_counts_the_rest(staff: Client) -> None:
+    tenant("globex", *(f"h{n}.shop.example" for n in range(8)))
+    tenant("initech", "shop.example")  # the apex: not under *.shop.example
+    acme = tenant("acme")
+    error = shared_error(staff.post(url("authority_add"), authority_post("*.shop.example", acme)))
+    assert "with the tenant “Globex” (h0.shop.example, h1.shop.example, h2.shop.example, h3.shop.example, " in error
+    assert "and 3 more claims." in error
+    assert "Initech" not in error
+
+
+def test_the_tenant_inline_asks_before_claiming_another_tenants_names(staff: Client) -> None:
+    tenant("globex", "*.globex.example")
+    rows = [{"host": "x.globex.example"}, {"host": "initech.example"}]
+    refused = staff.post(url("tenant_add"), inline_post(None, rows))
+    assert refused.status_code == 200
+    formset = refused.context["inline_admin_formsets"][0].formset
+    assert "x.globex.example shares host names with the tenant “Globex” (*.globex.example)" in str(formset.errors[0])
+    assert not formset.errors[1]
+    assert 'name="authorities-claim_shared"' in refused.content.decode()
+    assert not Tenant.objects.filter(slug="initech").exists()
+
+    saved = staff.post(url("tenant_add"), inline_post(None, rows, **{"authorities-claim_shared": "on"}))
+    assert saved.status_code == 302
+    initech = Tenant.objects.get(slug="initech")
+    assert sorted(initech.authorities.values_list("host", flat=True)) == ["initech.example", "x.globex.example"]
+    history = LogEntry.objects.get(object_id=str(initech.pk)).get_change_message()
+    assert "Confirmed a claim on shared names: x.globex.example shares host names with the tenant “Globex”" in history
+
+    # Saving the tenant again, its claims unchanged, asks nothing.
+    again = staff.post(url("tenant_change", initech.pk), inline_post(initech, existing_rows(initech), name="Initech 2"))
+    assert again.status_code == 302
+
+
+def test_rows_of_one_tenant_never_conflict_with_each_other(staff: Client) -> None:
+    rows = [{"host": "*.initech.example"}, {"host": "www.initech.example"}, {"host": "https://initech.example:8443"}]
+    assert staff.post(url("tenant_add"), inline_post(None, rows)).status_code == 302
+    assert Authority.objects.count() == 3
 
 
 def test_a_claim_through_the_tenant_inline_is_a_form_error_naming_the_tenant(staff: Client) -> None:
@@ -486,6 +603,24 @@ def test_list_pages_stay_fast_with_100000_authorities(staff: Client, django_asse
         assert len(response.context["cl"].result_list) >= 1, page
 
 
+@pytest.mark.usefixtures("big_policy")
+def test_claim_checks_read_only_what_can_conflict_at_100000_authorities(
+    staff: Client, django_assert_max_num_queries: Any
+) -> None:
+    owner = Tenant.objects.get(slug="t0001")
+    refused = {
+        "h5.t0005.example:8443": "with the tenant “Tenant 0005” (h5.t0005.example).",
+        "*.t0007.example": "with the tenant “Tenant 0007” (h10007.t0007.example, h1007.t0007.example, ",
+    }
+    # The same few queries as with ten authorities: the host and the wildcards above it
+    # (indexed), for a wildcard a few of the names under it and their count.
+    for (typed, names), most in zip(refused.items(), (16, 18), strict=True):
+        with django_assert_max_num_queries(most):
+            response = staff.post(url("authority_add"), authority_post(typed, owner))
+        assert names in shared_error(response), typed
+    assert "and 95 more claims." in shared_error(response)
+
+
 # --- the check page ------------------------------------------------------------------------------
 
 
@@ -635,6 +770,49 @@ def test_move_lists_the_hosts_that_change_hands_then_moves(staff: Client, acme: 
     assert any("Moved 1 tenant (2 hosts) to the deployment eu-2" in m for m in messages_of(done))
     assert LogEntry.objects.filter(object_id=str(acme.pk), change_message__contains="eu-2").exists()
     assert verdict("acme.test") == 421
+
+
+def test_move_preselects_nothing_and_never_offers_where_the_tenants_already_are(staff: Client, acme: Tenant) -> None:
+    deployment("eu-2")
+    deployment("aa-first")  # sorts first: the old form preselected whatever came first
+    page = staff.post(
+        url("tenant_changelist"), {"action": "move_to_deployment", "_selected_action": [acme.pk], "index": 0}
+    )
+    field = page.context["form"]["deployment"]
+    choices = [label for _value, label in field.field.choices]
+    assert choices == ["Choose a deployment…", "aa-first", "eu-2"]  # not "local", acme's own
+    assert field.value() is None
+    assert "selected>Choose a deployment…" in str(field)
+    unchosen = staff.post(
+        url("tenant_changelist"), {"action": "move_to_deployment", "_selected_action": [acme.pk], "deployment": ""}
+    )
+    assert "Choose the deployment to move the tenants to." in unchosen.content.decode()
+
+
+def test_move_review_shows_ports_and_schemes_in_the_unicode_column(staff: Client) -> None:
+    owner = tenant("bucher", "https://bücher.example:8443", "bücher.example:8080")
+    eu2 = deployment("eu-2")
+    review = staff.post(
+        url("tenant_changelist"),
+        {"action": "move_to_deployment", "_selected_action": [owner.pk], "deployment": eu2.pk},
+    )
+    table = review.content.decode().split('id="moving-hosts"')[1].split("</table>")[0]
+    assert "<td>https://xn--bcher-kva.example:8443</td><td>https://bücher.example:8443</td>" in table
+    assert "<td>xn--bcher-kva.example:8080</td><td>bücher.example:8080</td>" in table
+
+
+def test_saving_a_host_says_how_soon_every_process_serves_it(staff: Client, settings: Any) -> None:
+    settings.HOSTGUARD_REFRESH_SECONDS = 2.5
+    owner = tenant("acme")
+    response = staff.post(url("authority_add"), authority_post("shop.example", owner), follow=True)
+    notes = messages_of(response)
+    assert any("was added successfully" in note for note in notes)
+    assert (
+        "The change is live in this process at once and in every other process within 2.5 seconds "
+        "(HOSTGUARD_REFRESH_SECONDS)." in notes
+    )
+    response = staff.post(url("tenant_change", owner.pk), inline_post(owner, existing_rows(owner)), follow=True)
+    assert any("within 2.5 seconds" in note for note in messages_of(response))
 
 
 # --- the lockout guard -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
@@ -15,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from hostguard.admin.audit import hourly_chart
+from hostguard.admin.chart import hourly_chart
 from hostguard.audit import OVERFLOW_HOST
 from hostguard.models import Authority, Deployment, MismatchLog, Tenant
 
@@ -246,7 +247,7 @@ class TestAllowHost:
         response = Client().get("/api/whoami", headers={"host": "shop.example"})
         assert response.status_code == 200
         assert response.json()["tenant"] == "acme"
-        assert "shop.example was added to the tenant “Acme”." in messages_of(admin_client.get(CHANGELIST))
+        assert "Added shop.example to the tenant “Acme”." in messages_of(admin_client.get(CHANGELIST))
 
     def test_a_tenant_must_be_chosen(self, admin_client: Client) -> None:
         make_tenant("acme")
@@ -280,3 +281,175 @@ class TestAllowHost:
         action(admin_client, "allow_host", rows, confirm="yes", tenant=str(acme.pk))
         assert Authority.objects.get(host="globex.example").tenant.slug == "globex"
         assert Authority.objects.get(host="fresh.example").tenant == acme
+
+    def test_the_added_host_keeps_its_lower_case_and_staff_learn_how_soon_it_is_served(
+        self, admin_client: Client, settings: Any
+    ) -> None:
+        settings.HOSTGUARD_REFRESH_SECONDS = 7
+        acme = make_tenant("acme")
+        row = make_row("scanner.test")
+        action(admin_client, "allow_host", [row], confirm="yes", tenant=str(acme.pk))
+        page = admin_client.get(CHANGELIST).content.decode()
+        assert "Added scanner.test to the tenant “Acme”." in page
+        assert "Scanner.test" not in page  # the admin capitalises a message's first letter
+        assert "live in this process at once and in every other process within 7 seconds" in page
+
+    def test_a_host_under_another_tenants_wildcard_needs_confirming(self, admin_client: Client) -> None:
+        make_tenant("globex", "remote", "*.globex.example")
+        acme = make_tenant("acme")
+        rows = [make_row("x.globex.example", "other_deployment"), make_row("fresh.example")]
+
+        refused = action(admin_client, "allow_host", rows, confirm="yes", tenant=str(acme.pk))
+        assert refused.status_code == 200
+        text = refused.content.decode()
+        assert "x.globex.example shares host names with the tenant “Globex” (*.globex.example)." in text
+        assert 'name="claim_shared"' in text
+        assert not Authority.objects.filter(tenant=acme).exists()  # neither host: one decision for the lot
+
+        done = action(admin_client, "allow_host", rows, confirm="yes", tenant=str(acme.pk), claim_shared="on")
+        assert done.status_code == 302
+        assert sorted(acme.authorities.values_list("host", flat=True)) == ["fresh.example", "x.globex.example"]
+        shared = Authority.objects.get(host="x.globex.example")
+        history = LogEntry.objects.get(object_id=str(shared.pk)).get_change_message()
+        assert "Confirmed a claim on shared names" in history
+        assert "“Globex”" in history
+        assert (
+            "Confirmed"
+            not in LogEntry.objects.get(
+                object_id=str(acme.authorities.get(host="fresh.example").pk)
+            ).get_change_message()
+        )
+
+    def test_the_tenant_that_holds_the_wildcard_needs_no_confirming(self, admin_client: Client) -> None:
+        globex = make_tenant("globex", "local", "*.globex.example")
+        row = make_row("x.globex.example", "inactive")
+        done = action(admin_client, "allow_host", [row], confirm="yes", tenant=str(globex.pk))
+        assert done.status_code == 302
+        assert Authority.objects.get(host="x.globex.example").tenant == globex
+
+    def test_only_tenants_the_user_may_view_are_offered(self) -> None:
+        acme = make_tenant("acme")
+        row = make_row("shop.example")
+        blind = staff("view_mismatchlog", "add_authority")
+        page = action(blind, "allow_host", [row])
+        assert page.status_code == 200
+        assert list(page.context["form"].fields["tenant"].queryset) == []
+        assert "Acme (acme)" not in page.content.decode()
+        assert "You may not view any tenant" in page.content.decode()
+        action(blind, "allow_host", [row], confirm="yes", tenant=str(acme.pk))
+        assert not Authority.objects.exists()
+
+        for permission in ("view_tenant", "change_tenant"):
+            seeing = staff("view_mismatchlog", "add_authority", permission)
+            assert "Acme (acme) — local" in action(seeing, "allow_host", [row]).content.decode()
+
+
+GROUPED = reverse("admin:hostguard_mismatchlog_grouped")
+
+
+class TestGroupedView:
+    def rows_of(self, response: Any) -> list[tuple[str, str, int, int]]:
+        return [(g.host, g.reason, g.total, g.windows) for g in response.context["groups"]]
+
+    def test_one_line_per_host_and_reason_with_totals_and_times(self, admin_client: Client) -> None:
+        for minute in range(30):  # a host refused every minute: 30 rows
+            make_row("scanner.example", count=2, hours_ago=minute / 60)
+        make_row("scanner.example", "sni_mismatch", count=5)
+        make_row("old.example", count=1, hours_ago=5)
+        response = admin_client.get(GROUPED)
+        assert response.status_code == 200
+        assert self.rows_of(response) == [
+            ("scanner.example", "unknown_host", 60, 30),
+            ("scanner.example", "sni_mismatch", 5, 1),
+            ("old.example", "unknown_host", 1, 1),
+        ]
+        first = response.context["groups"][0]
+        oldest = MismatchLog.objects.filter(host="scanner.example", reason="unknown_host").order_by("first_seen")
+        assert (first.first_seen, first.last_seen) == (oldest.first().first_seen, oldest.last().last_seen)
+        text = response.content.decode()
+        assert "30 rows" in text
+        assert "Page 1 of 1: 3 hosts and reasons\n(from 32 rows)" in text
+        assert "32 results" not in text  # the list's row count would read as a count of these lines
+
+    def test_a_lines_rows_link_lists_exactly_its_rows(self, admin_client: Client) -> None:
+        for minute in range(3):
+            make_row("scanner.example", hours_ago=minute / 60)
+        make_row("scanner.example", "sni_mismatch")
+        make_row("other.example")
+        line = admin_client.get(GROUPED).context["groups"][0]
+        assert line.rows_url.startswith(CHANGELIST + "?")
+        listed = admin_client.get(line.rows_url).context["cl"].result_list
+        assert sorted((row.host, row.reason) for row in listed) == [("scanner.example", "unknown_host")] * 3
+
+    def test_it_follows_the_lists_filters_dates_and_search(self, admin_client: Client) -> None:
+        make_row("scanner.example", user_agent="sqlmap/1.7")
+        make_row("a..b", "malformed_host")
+        make_row("old.example", hours_ago=24 * 400)
+        this_year = str(timezone.localtime().year)
+        by_reason = admin_client.get(GROUPED, {"reason__exact": "malformed_host"})
+        assert [line[0] for line in self.rows_of(by_reason)] == ["a..b"]
+        by_search = admin_client.get(GROUPED, {"q": "sqlmap", "reason__exact": "unknown_host"})
+        assert [line[0] for line in self.rows_of(by_search)] == ["scanner.example"]
+        # Searching again keeps the filters.
+        assert '<input type="hidden" name="reason__exact" value="unknown_host">' in by_search.content.decode()
+        by_year = admin_client.get(GROUPED, {"last_seen__year": this_year})
+        assert "old.example" not in [line[0] for line in self.rows_of(by_year)]
+        # The rows link keeps the period: the list it opens has the same date filter.
+        line = by_year.context["groups"][0]
+        assert f"last_seen__year={this_year}" in line.rows_url
+        # The filter sidebar's links stay on the grouped page.
+        assert 'href="?reason__exact=malformed_host' in admin_client.get(GROUPED).content.decode()
+
+    def test_reachable_from_the_list_with_its_filters(self, admin_client: Client) -> None:
+        make_row("scanner.example")
+        page = admin_client.get(CHANGELIST, {"reason__exact": "unknown_host", "o": "2"})
+        link = page.context["grouped_url"]
+        assert link == GROUPED + "?reason__exact=unknown_host"
+        assert 'id="grouped-link"' in page.content.decode()
+        back = admin_client.get(link)
+        assert back.context["rows_url"] == CHANGELIST + "?reason__exact=unknown_host"
+
+    def test_paginated_with_a_bounded_number_of_queries(
+        self, admin_client: Client, django_assert_max_num_queries: Any
+    ) -> None:
+        moment = timezone.now()
+        MismatchLog.objects.bulk_create(
+            MismatchLog(
+                deployment="local",
+                reason="unknown_host",
+                host=f"h{n % 250}.example",
+                port=80,
+                scheme="http",
+                window_start=(moment - timedelta(minutes=n // 250)).replace(second=0, microsecond=0),
+                first_seen=moment,
+                last_seen=moment,
+                count=1,
+            )
+            for n in range(5000)
+        )
+        with django_assert_max_num_queries(10):
+            first = admin_client.get(GROUPED)
+        assert len(first.context["groups"]) == 100
+        assert first.context["groups"][0].windows == 20
+        assert "Page 1 of 3: 250 hosts and reasons\n(from 5000 rows)" in first.content.decode()
+        with django_assert_max_num_queries(10):
+            last = admin_client.get(GROUPED, {"p": "3", "reason__exact": "unknown_host"})
+        assert len(last.context["groups"]) == 50
+        seen = {g.host for page in ("1", "2", "3") for g in admin_client.get(GROUPED, {"p": page}).context["groups"]}
+        assert len(seen) == 250
+
+    def test_needs_the_view_permission_and_escapes_hosts(self, admin_client: Client) -> None:
+        make_row(HOSTILE, "malformed_host")
+        assert staff().get(GROUPED).status_code == 403
+        text = admin_client.get(GROUPED).content.decode()
+        assert "<script>alert(1)" not in text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+        assert staff("view_mismatchlog").get(GROUPED).status_code == 200
+
+    def test_a_bad_filter_is_sent_back_not_a_500(self, admin_client: Client) -> None:
+        make_row("scanner.example")
+        response = admin_client.get(GROUPED, {"last_seen__year": "not-a-year"})
+        assert (response.status_code, response["Location"]) == (302, GROUPED + "?e=1")  # as the list does
+        assert admin_client.get(response["Location"]).status_code == 200
+        beyond = admin_client.get(GROUPED, {"p": "999"})  # the last page, as Django's lists do
+        assert [g.host for g in beyond.context["groups"]] == ["scanner.example"]

@@ -199,3 +199,168 @@ def test_lockout_guard_in_the_browser(browser: Any, site: dict[str, str]) -> Non
     page.wait_for_selector(".messagelist .success")
     assert not Authority.objects.filter(pk=other.pk).exists()
     context.close()
+
+
+def fits_without_sideways_scroll(page: Any) -> None:
+    """Neither the page nor the list's own scroll box is wider than the window."""
+    widths = page.evaluate(
+        """() => {
+            const root = document.documentElement;
+            const results = document.querySelector('#changelist .results');
+            return {
+                page: [root.scrollWidth, root.clientWidth],
+                results: results ? [results.scrollWidth, results.clientWidth] : [0, 0],
+            };
+        }"""
+    )
+    assert widths["page"][0] <= widths["page"][1], widths
+    assert widths["results"][0] <= widths["results"][1], widths
+
+
+def seed_mismatches() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hostguard.models import MismatchLog
+
+    local = Deployment.objects.get(name="local")
+    globex = Tenant.objects.create(name="Globex Corporation International", slug="globex", deployment=local)
+    now = timezone.now().replace(second=0, microsecond=0)
+    long_host = "a-very-long-customer-subdomain-name-that-goes-on-and-on-and-on.shop.globex-corporation.example"
+    rows = []
+    for minute in range(90):
+        moment = now - timedelta(minutes=minute)
+        rows.append(("scanner.example", "unknown_host", None, moment, 40 + minute % 7))
+        if minute % 3 == 0:
+            rows.append((long_host, "other_deployment", globex, moment, 3))
+        if minute % 10 == 0:
+            rows.append(("shop.globex.example", "port_mismatch", globex, moment, 1))
+    MismatchLog.objects.bulk_create(
+        MismatchLog(
+            deployment="local",
+            reason=reason,
+            host=host,
+            port=8443,
+            scheme="https",
+            tenant=tenant,
+            window_start=moment,
+            first_seen=moment,
+            last_seen=moment + timedelta(seconds=50),
+            count=count,
+            method="GET",
+            path="/wp-admin/admin-ajax.php?action=revslider_show_image&img=" + "..%2F" * 60 + "wp-config.php",
+            remote_addr="203.0.113.77",
+            user_agent="Mozilla/5.0 (compatible; scanner/2.1; +https://scanner.example/about-this-scanner)",
+        )
+        for host, reason, tenant, moment, count in rows
+    )
+
+
+def test_mismatch_log_fits_1400_pixels_and_groups_by_host(browser: Any, site: dict[str, str]) -> None:
+    seed_mismatches()
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    base = site["admin"]
+    log_in(page, base, "/admin/hostguard/mismatchlog/")
+    expect_styled_admin(page)
+    assert page.locator("#result_list tbody tr").count() == 100
+    assert page.is_visible("#result_list td.field-sample_path .hostguard-path")
+    fits_without_sideways_scroll(page)
+    screenshot(page, "13-mismatch-log-1400", readme=True)
+
+    page.click("#grouped-link")
+    page.wait_for_selector("#grouped_list")
+    expect_styled_admin(page)
+    lines = page.locator("#grouped_list tbody tr")
+    assert lines.count() == 3
+    first = lines.nth(0).inner_text()
+    assert "scanner.example" in first
+    assert "90 rows" in first
+    fits_without_sideways_scroll(page)
+    screenshot(page, "14-mismatch-log-grouped", readme=True)
+
+    # A filter chosen on the grouped page keeps the grouping.
+    page.click("#changelist-filter a:text-is('port mismatch')")
+    page.wait_for_url(re.compile(r"/grouped/\?reason__exact=port_mismatch"))
+    assert page.locator("#grouped_list tbody tr").count() == 1
+    # A line's rows: the list, filtered to that host and reason.
+    page.click("#grouped_list td.field-rows a")
+    page.wait_for_url(re.compile(r"/mismatchlog/\?"))
+    assert page.locator("#result_list tbody tr").count() == 9
+    assert set(page.locator("#result_list td.field-reason").all_inner_texts()) == {"port mismatch"}
+
+
+def same_line(page: Any, button: str, link: str) -> None:
+    """The confirm button and the "No, take me back" link sit side by side, the same height."""
+    confirm = page.locator(button).bounding_box()
+    back = page.locator(link).bounding_box()
+    assert confirm is not None
+    assert back is not None
+    assert abs(confirm["y"] - back["y"]) <= 1, (confirm, back)
+    assert abs(confirm["height"] - back["height"]) <= 1, (confirm, back)
+    assert back["x"] > confirm["x"] + confirm["width"]
+    # Their words too: the link's text centred in its box, as the button's is.
+    words = page.eval_on_selector(
+        link,
+        """e => { const range = document.createRange(); range.selectNodeContents(e);
+                  const r = range.getBoundingClientRect(); return {y: r.y, height: r.height}; }""",
+    )
+    assert abs((words["y"] + words["height"] / 2) - (back["y"] + back["height"] / 2)) <= 1.5, (words, back)
+
+
+def test_confirmation_pages_line_up_their_buttons(browser: Any, site: dict[str, str]) -> None:
+    from hostguard.models import MismatchLog
+
+    local = Deployment.objects.get(name="local")
+    acme = Tenant.objects.create(name="Acme", slug="acme", deployment=local)
+    Authority.objects.create(tenant=acme, host="acme.example")
+    globex = Tenant.objects.create(name="Globex", slug="globex", deployment=local)
+    Authority.objects.create(tenant=globex, host="*.globex.example")
+    from django.utils import timezone
+
+    moment = timezone.now()
+    MismatchLog.objects.create(
+        reason="unknown_host",
+        host="x.globex.example",
+        port=443,
+        scheme="https",
+        deployment="local",
+        window_start=moment.replace(second=0, microsecond=0),
+        first_seen=moment,
+        last_seen=moment,
+        count=3,
+    )
+    page = browser.new_page(viewport=VIEWPORT)
+    base = site["admin"]
+    log_in(page, base, "/admin/")
+    # The site's admin index links the check page in hostguard's own block.
+    page.click(".app-hostguard a:text-is('Check a host')")
+    page.wait_for_url(f"{base}/admin/hostguard/authority/check/")
+
+    page.goto(f"{base}/admin/hostguard/tenant/")
+    page.check(f"input[name=_selected_action][value='{acme.pk}']")
+    page.select_option("select[name=action]", "move_to_deployment")
+    page.click("button[name=index]")
+    same_line(page, "input[type=submit].default", "a.cancel-link")
+    assert page.input_value("#id_deployment") == ""  # nothing preselected
+    page.select_option("#id_deployment", label="eu-2")
+    page.click("input[type=submit].default")
+    page.wait_for_selector("#moving-hosts")
+    same_line(page, "input[type=submit].default", "a.cancel-link")
+    screenshot(page, "15-move-review")
+
+    page.goto(f"{base}/admin/hostguard/mismatchlog/")
+    page.check("input[name=_selected_action]")
+    page.select_option("select[name=action]", "allow_host")
+    page.click("button[name=index]")
+    same_line(page, "input[type=submit].default", "a.cancel-link")
+    page.select_option("#id_tenant", label="Acme (acme) — local")
+    page.click("input[type=submit].default")
+    error = page.inner_text("#shared-names")
+    assert "x.globex.example shares host names with the tenant “Globex” (*.globex.example)." in error
+    screenshot(page, "16-allow-shared-name", readme=True)
+    page.check("#id_claim_shared")
+    page.click("input[type=submit].default")
+    page.wait_for_selector(".messagelist .success")
+    assert "Added x.globex.example to the tenant “Acme”." in page.inner_text(".messagelist")
+    assert Authority.objects.get(host="x.globex.example").tenant == acme

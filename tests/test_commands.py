@@ -294,6 +294,139 @@ def test_an_authority_moves_between_listed_tenants_keeping_its_row(db: None, tmp
     assert Authority.objects.get(pk=row).tenant.slug == "acme"
 
 
+# --- a host name belongs to one tenant -------------------------------------------------
+
+
+def globex_holds_names(tmp_path: Path) -> None:
+    import_file(
+        tmp_path,
+        {
+            "deployments": [{"name": "eu-1"}],
+            "tenants": [
+                {
+                    "slug": "globex",
+                    "name": "Globex",
+                    "deployment": "eu-1",
+                    "authorities": ["globex.example", "*.globex.example"],
+                }
+            ],
+        },
+        "--prune",
+    )
+
+
+def acme_claiming(*authorities: str) -> dict[str, Any]:
+    return {"tenants": [{"slug": "acme", "name": "Acme", "deployment": "eu-1", "authorities": list(authorities)}]}
+
+
+def test_import_refuses_claims_on_names_another_tenant_holds(db: None, tmp_path: Path) -> None:
+    globex_holds_names(tmp_path)
+    before = owners()
+    data = acme_claiming(
+        "acme.example", "https://globex.example", "x.globex.example", "*.example", "globex.example:8443"
+    )
+
+    error, _output = failure("hostguard_import", write(tmp_path, data))
+
+    message = str(error)
+    assert "Nothing was imported: 4 problems." in message
+    for line in (
+        "tenant “acme”, authority 2: https://globex.example shares host names with the tenant “globex” "
+        "(globex.example).",
+        "tenant “acme”, authority 3: x.globex.example shares host names with the tenant “globex” (*.globex.example).",
+        "tenant “acme”, authority 4: *.example shares host names with the tenant “globex” "
+        "(*.globex.example, globex.example).",
+        "tenant “acme”, authority 5: globex.example:8443 shares host names with the tenant “globex” (globex.example).",
+    ):
+        assert line in message
+    assert "run again with --allow-shared-names" in message
+    assert owners() == before  # nothing half-written: not even the tenant or its own host
+    assert not Tenant.objects.filter(slug="acme").exists()
+
+
+def test_allow_shared_names_imports_them_and_says_so(db: None, tmp_path: Path) -> None:
+    globex_holds_names(tmp_path)
+    data = acme_claiming("acme.example", "x.globex.example")
+
+    output = import_file(tmp_path, data, "--allow-shared-names")
+
+    assert "Shared host names (allowed): tenant “acme”, authority 2: x.globex.example shares host names" in output
+    assert owners()["x.globex.example"] == "acme"
+    # Stored once, a claim is no longer new: the same file imports cleanly without the flag.
+    assert "No changes" in import_file(tmp_path, data)
+
+
+def test_a_tenants_own_names_on_other_ports_and_schemes_import_freely(db: None, tmp_path: Path) -> None:
+    globex_holds_names(tmp_path)
+    data = {
+        "tenants": [
+            {
+                "slug": "globex",
+                "name": "Globex",
+                "deployment": "eu-1",
+                "authorities": [
+                    "globex.example",
+                    "*.globex.example",
+                    "https://globex.example:8443",
+                    "www.globex.example",
+                ],
+            }
+        ]
+    }
+    assert "Authorities: 2 created" in import_file(tmp_path, data)
+
+
+def test_two_new_tenants_sharing_names_in_one_file_are_one_error(db: None, tmp_path: Path) -> None:
+    data = {
+        "deployments": [{"name": "eu-1"}],
+        "tenants": [
+            {"slug": "acme", "name": "Acme", "deployment": "eu-1", "authorities": ["*.shared.example"]},
+            {"slug": "globex", "name": "Globex", "deployment": "eu-1", "authorities": ["www.shared.example"]},
+        ],
+    }
+
+    error, _output = failure("hostguard_import", write(tmp_path, data))
+
+    assert error.args[0].count("shares host names") == 1
+    assert (
+        "tenant “acme”, authority 1: *.shared.example shares host names with the tenant “globex” (www.shared.example)."
+        in str(error)
+    )
+    assert nothing_stored()
+
+
+def test_moving_a_host_away_from_a_tenant_that_keeps_its_other_ports_is_a_shared_name(db: None, tmp_path: Path) -> None:
+    data = sample()
+    data["tenants"][1]["authorities"] = ["globex.example", "globex.example:8443"]
+    import_file(tmp_path, data)
+    data["tenants"][1]["authorities"] = ["globex.example:8443"]
+    data["tenants"][0]["authorities"].append("globex.example")
+
+    error, _output = failure("hostguard_import", write(tmp_path, data))
+
+    assert "tenant “acme”, authority 5: globex.example shares host names with the tenant “globex”" in str(error)
+    assert owners()["globex.example"] == "globex"
+
+
+def test_shared_names_are_checked_in_memory_not_per_entry(db: None, tmp_path: Path) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    held = Tenant.objects.create(slug="held", name="Held", deployment=Deployment.objects.create(name="eu-1"))
+    Authority.objects.bulk_create(Authority(tenant=held, host=f"h{n}.held.example") for n in range(300))
+    Authority.objects.create(tenant=held, host="*.held.example")
+
+    def reads_to_import(count: int, name: str) -> int:
+        hosts = [f"h{n}.{name}.example" for n in range(count)] + [f"*.{name}.example", f"x{name}.held.example"]
+        data = {"tenants": [{"slug": name, "name": name, "deployment": "eu-1", "authorities": hosts}]}
+        with CaptureQueriesContext(connection) as queries:
+            import_file(tmp_path, data, "--allow-shared-names")
+        return sum(query["sql"].lstrip().upper().startswith("SELECT") for query in queries)
+
+    # Reading the state is a fixed number of queries, however many entries are checked.
+    assert reads_to_import(10, "small") == reads_to_import(400, "large")
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

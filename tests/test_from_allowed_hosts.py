@@ -172,3 +172,18 @@ def test_file_and_from_allowed_hosts_are_exclusive(tmp_path: object) -> None:
     with pytest.raises(CommandError, match="--prune"):
         call_command("hostguard_import", "--from-allowed-hosts", "mysite", "--prune", stdout=StringIO())
     assert not Tenant.objects.exists()
+
+
+@override_settings(ALLOWED_HOSTS=[".example.com"])
+def test_a_wildcard_over_another_tenants_host_needs_allow_shared_names() -> None:
+    other = Tenant.objects.create(slug="globex", name="Globex", deployment=Deployment.objects.create(name="us-1"))
+    Authority.objects.create(host="shop.example.com", port=8443, tenant=other)
+    before = snapshot()
+    message = refused("mysite")
+    assert "*.example.com shares host names with the tenant “globex” (shop.example.com:8443)." in message
+    assert "--allow-shared-names" in message
+    assert snapshot() == before
+    output = adopt("mysite", "--allow-shared-names")
+    assert "Shared host names (allowed)" in output
+    assert hosts("mysite") == {"example.com", "*.example.com"}
+    assert hosts("globex") == {"shop.example.com:8443"}

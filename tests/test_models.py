@@ -1,4 +1,5 @@
-"""Authorities as staff and code write them: normalised on save, validated, never claimed twice."""
+"""Authorities as staff and code write them: normalised on save, validated, never claimed twice;
+and the rule that a host name belongs to one tenant (hostguard.claims)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from hostguard.claims import Holding, find_shared, shared_names, wildcards_covering
 from hostguard.models import Authority, Deployment, Tenant
 
 pytestmark = pytest.mark.django_db
@@ -141,3 +143,79 @@ def test_distinct_claims_on_the_same_host_coexist(other: dict[str, object]) -> N
     authority.full_clean()
     authority.save()
     assert Authority.objects.count() == 2
+
+
+# --- a host name belongs to one tenant ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "shared"),
+    [
+        ("shop.example", "shop.example", True),
+        ("shop.example", "www.shop.example", False),
+        ("*.shop.example", "www.shop.example", True),
+        ("*.shop.example", "a.b.shop.example", True),
+        ("*.shop.example", "shop.example", False),  # a wildcard never covers its own apex
+        ("*.shop.example", "*.a.shop.example", True),
+        ("*.example", "*.shop.example", True),
+        ("*.shop.example", "*.shop.example", True),
+        ("*.shop.example", "*.other.example", False),
+        ("*.shop.example", "xshop.example", False),
+        ("*.shop.example", "www.notshop.example", False),
+        ("10.0.0.1", "10.0.0.1", True),
+        ("[::1]", "[::1]", True),
+    ],
+)
+def test_which_patterns_share_names(first: str, second: str, shared: bool) -> None:
+    for new, old in ((first, second), (second, first)):
+        found = find_shared([Holding(new, "acme", new)], [Holding(old, "globex", old), Holding(new, "acme", new)])
+        assert bool(found) is shared, (new, old)
+
+
+def test_wildcards_covering_a_host() -> None:
+    assert wildcards_covering("a.b.example") == ["*.b.example", "*.example"]
+    assert wildcards_covering("*.b.example") == ["*.b.example", "*.example"]
+    assert wildcards_covering("10.0.0.1") == []
+    assert wildcards_covering("[::1]") == []
+
+
+def test_shared_names_reads_other_tenants_claims_at_any_port_and_scheme() -> None:
+    globex = make_tenant("globex")
+    acme = make_tenant("acme")
+    Authority.objects.create(tenant=globex, host="shop.example", port=8443, scheme="https")
+    Authority.objects.create(tenant=globex, host="*.globex.example")
+    own = Authority.objects.create(tenant=acme, host="acme.example")
+    found = shared_names(["shop.example", "x.globex.example", "*.example", "acme.example"], acme.pk)
+    assert set(found) == {"shop.example", "x.globex.example", "*.example"}
+    assert [h.label for h in found["shop.example"].holdings] == ["https://shop.example:8443"]
+    assert found["*.example"].owners == ["Globex"]
+    assert found["*.example"].total == 2
+    # The tenant's own claims never count, nor the rows being edited.
+    assert shared_names(["acme.example"], globex.pk, exclude=[own.pk]) == {}
+    # A new tenant (no primary key yet) shares with everyone.
+    assert set(shared_names(["acme.example"], None)) == {"acme.example"}
+
+
+def test_an_authority_reports_its_shared_names() -> None:
+    Authority.objects.create(tenant=make_tenant("globex", "Globex"), host="*.globex.example")
+    claim = Authority(tenant=make_tenant("acme"), host="x.globex.example")
+    shared = claim.shared_names()
+    assert shared is not None
+    assert shared.describe() == "x.globex.example shares host names with the tenant “Globex” (*.globex.example)."
+    # The model does not refuse it: the rule is a confirmation staff give, in the admin or on import.
+    claim.full_clean()
+    claim.save()
+    assert Authority(tenant=claim.tenant, host="y.acme.example").shared_names() is None
+
+
+def test_find_shared_works_in_memory_and_reports_a_pair_once() -> None:
+    held = [Holding("*.shop.example", "globex", "*.shop.example"), Holding("a.example", "initech", "a.example")]
+    new = [
+        Holding("x.shop.example", "acme", "x.shop.example"),
+        Holding("x.shop.example", "initech", "https://x.shop.example"),
+        Holding("*.x.shop.example", "acme", "*.x.shop.example"),  # not over its apex x.shop.example
+    ]
+    found = dict(find_shared(new, held + new))
+    assert found[new[0]] == [held[0], new[1]]  # under globex's wildcard, and initech's new claim
+    assert found[new[1]] == [held[0]]  # its pair with acme's claim was reported already
+    assert found[new[2]] == [held[0]]

@@ -16,7 +16,8 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from hostguard.admin import lockout
+from hostguard.admin import lockout, sharing
+from hostguard.claims import SharedNames, shared_names
 from hostguard.decide import ProbeError, probe
 from hostguard.hosts import (
     AuthoritySpec,
@@ -67,14 +68,18 @@ class HostField(forms.CharField):
 
 
 class AuthorityForm(forms.ModelForm):
-    """One authority; the host box may carry the scheme and port (a pasted URL)."""
+    """One authority; the host box may carry the scheme and port (a pasted URL).
+
+    A claim on host names another tenant holds is refused until "Claim it anyway" is ticked.
+    """
 
     host = HostField(label=capfirst(_("host")))
     port = PortField(label=capfirst(_("port")), help_text=PORT_HELP)
+    claim_shared: forms.BooleanField | None = sharing.confirm_field()
 
     #: Set by the admin so the lockout guard can see which host serves the page.
     request: ClassVar[HttpRequest | None] = None
-    #: The inline leaves the lockout check to its formset, which sees every row at once.
+    #: The inline leaves the lockout and shared-name checks to its formset, which sees every row at once.
     check_lockout: ClassVar[bool] = True
 
     class Meta:
@@ -88,6 +93,9 @@ class AuthorityForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spec: AuthoritySpec | None = None
+        #: The other tenants' claims this one shares names with: refused, or confirmed.
+        self.shared: SharedNames | None = None
+        self.confirmed_shared: SharedNames | None = None
 
     def _update_errors(self, errors: ValidationError) -> None:
         # The model re-validates the host it was given; when the form already said
@@ -100,6 +108,29 @@ class AuthorityForm(forms.ModelForm):
             if not errors.error_dict:
                 return
         super()._update_errors(errors)  # type: ignore[misc]
+
+    def _post_clean(self) -> None:
+        # After the model's own checks, so a claim on the very same authority is
+        # reported as that, not as a shared name.
+        super()._post_clean()  # type: ignore[misc]
+        if self.check_lockout and not self.errors:
+            self._refuse_shared_names()
+
+    def _refuse_shared_names(self) -> None:
+        host, tenant = self.cleaned_data.get("host"), self.cleaned_data.get("tenant")
+        if not host or tenant is None:
+            return
+        if self.instance.pk is not None and (self.initial.get("host"), self.initial.get("tenant")) == (host, tenant.pk):
+            return  # nothing newly claimed: the names are this tenant's already
+        exclude = [self.instance.pk] if self.instance.pk is not None else []
+        shared = shared_names([host], tenant.pk, exclude=exclude).get(host)
+        if shared is None:
+            return
+        if self.cleaned_data.get("claim_shared"):
+            self.confirmed_shared = shared
+        else:
+            self.shared = shared
+            self.add_error("host", ValidationError(sharing.refusal(shared), code="shared"))
 
     def clean_host(self) -> str:
         text = self.cleaned_data["host"]
@@ -168,97 +199,6 @@ class AuthorityForm(forms.ModelForm):
         return lockout.replace_authorities(removed, [claim])
 
 
-class AuthorityInlineForm(AuthorityForm):
-    check_lockout = False
-
-    class Meta(AuthorityForm.Meta):
-        fields = ["host", "scheme", "port", "is_active", "note"]
-        widgets = {"note": forms.TextInput(attrs={"size": 16})}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["host"].widget.attrs["size"] = 30
-
-
-class AuthorityInlineFormSet(forms.BaseInlineFormSet):
-    """A tenant's authorities: no two rows may claim the same authority, and none may lock staff out."""
-
-    request: ClassVar[HttpRequest | None] = None
-
-    def clean(self) -> None:
-        super().clean()
-        self._refuse_duplicates()
-        if self.request is not None and not any(self.errors) and not self.non_form_errors():
-            self._refuse_lockout()
-
-    def _live_forms(self) -> list[tuple[int, forms.ModelForm]]:
-        """(row number, form) of the rows that will exist after saving."""
-        live = []
-        for number, form in enumerate(self.forms, start=1):
-            if not hasattr(form, "cleaned_data") or (form.instance.pk is None and not form.has_changed()):
-                continue
-            if self.can_delete and self._should_delete_form(form):  # type: ignore[attr-defined]
-                continue
-            live.append((number, form))
-        return live
-
-    def _refuse_duplicates(self) -> None:
-        seen: dict[tuple[str, int | None, str], int] = {}
-        for number, form in self._live_forms():
-            data = form.cleaned_data
-            if not data.get("host") or form.errors:
-                continue
-            key = (data["host"], data.get("port"), data.get("scheme") or "")
-            if key in seen:
-                form.add_error(
-                    "host",
-                    ValidationError(
-                        gettext("%(authority)s is already claimed by row %(row)d above.")
-                        % {"authority": format_authority(key[2], key[0], key[1]), "row": seen[key]},
-                        code="duplicate",
-                    ),
-                )
-            else:
-                seen[key] = number
-
-    def _tenant_state(self) -> tuple[bool, tuple[int | None, str] | None]:
-        tenant = self.instance
-        try:
-            deployment = tenant.deployment
-        except Deployment.DoesNotExist:
-            return tenant.is_active, None
-        return tenant.is_active, (deployment.pk, deployment.name)
-
-    def _refuse_lockout(self) -> None:
-        tenant = self.instance
-        tenant_id = tenant.pk if tenant.pk is not None else lockout.NEW_TENANT_ID
-        active, deployment = self._tenant_state()
-        tenant_edit = lockout.update_tenants([tenant.pk], active=active, deployment=deployment)
-        if tenant.pk is not None and lockout.refusal(self.request, tenant_edit):
-            return  # the tenant form reports it, on the field that causes it
-        removed = [form.instance.pk for form in self.initial_forms if form.instance.pk is not None]
-        added = []
-        for _number, form in self._live_forms():
-            data = form.cleaned_data
-            added.append(
-                lockout.Claim(
-                    id=form.instance.pk,
-                    host=data["host"],
-                    port=data.get("port"),
-                    scheme=data.get("scheme") or "",
-                    active=bool(data.get("is_active")),
-                    tenant_id=tenant_id,
-                    tenant_slug=tenant.slug,
-                    tenant_active=active,
-                    deployment_id=deployment[0] if deployment else None,
-                    deployment=deployment[1] if deployment else "",
-                )
-            )
-        message = lockout.refusal(self.request, lockout.chain(tenant_edit, lockout.replace_authorities(removed, added)))
-        if message:
-            raise ValidationError(message, code="lockout")
-
-
 class TenantForm(forms.ModelForm):
     request: ClassVar[HttpRequest | None] = None
 
@@ -305,14 +245,28 @@ class DeploymentForm(forms.ModelForm):
 
 
 class MoveTenantsForm(forms.Form):
-    """The intermediate page of the "Move to deployment…" action."""
+    """The intermediate page of the "Move to deployment…" action.
+
+    Nothing is preselected: the first deployment in the list is as likely as not the
+    one the tenants are on. When every selected tenant is on the same deployment,
+    that one is not offered at all.
+    """
 
     deployment = forms.ModelChoiceField(
         queryset=Deployment.objects.all(),
         label=_("Move to deployment"),
         help_text=_("Every selected tenant, and all of its hosts, will be served by this deployment from now on."),
-        empty_label=None,
+        empty_label=_("Choose a deployment…"),
+        error_messages={"required": _("Choose the deployment to move the tenants to.")},
     )
+
+    def __init__(self, *args: Any, tenants: list[Tenant] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        current = {tenant.deployment_id for tenant in tenants or []}
+        if len(current) == 1:
+            field = self.fields["deployment"]
+            assert isinstance(field, forms.ModelChoiceField)
+            field.queryset = Deployment.objects.exclude(pk__in=current)
 
 
 class CheckHostForm(forms.Form):

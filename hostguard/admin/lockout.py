@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 
+from hostguard.claims import patterns_matching
 from hostguard.conf import conf
 from hostguard.decision import (
     ALLOW,
@@ -77,17 +78,6 @@ def serving(request: HttpRequest | None) -> Decision | None:
     if conf.always_allow.matches(decision.host):
         return None
     return decision
-
-
-def patterns_matching(host: str) -> list[str]:
-    """Every stored host pattern that can match ``host``: itself and each wildcard above it."""
-    patterns = [host]
-    if not host.startswith("["):
-        dot = host.find(".")
-        while dot >= 0:
-            patterns.append("*." + host[dot + 1 :])
-            dot = host.find(".", dot + 1)
-    return patterns
 
 
 def current_claims(host: str, using: str | None = None) -> list[Claim]:

@@ -12,38 +12,31 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.utils import model_ngettext, quote, unquote
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, models, transaction
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.forms import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from hostguard.admin import lockout
-from hostguard.admin.forms import (
-    AuthorityForm,
-    AuthorityInlineForm,
-    AuthorityInlineFormSet,
-    DeploymentForm,
-    MoveTenantsForm,
-    TenantForm,
-)
+from hostguard.admin import lockout, moving, sharing
+from hostguard.admin.filters import HostKindFilter, PortFilter, TenantActiveFilter
+from hostguard.admin.forms import AuthorityForm, DeploymentForm, TenantForm
+from hostguard.admin.inline import AuthorityInlineForm, AuthorityInlineFormSet
+from hostguard.admin.notes import freshness_note
 from hostguard.admin.views import check_host_view
 from hostguard.conf import conf
 from hostguard.hosts import InvalidHost, parse_authority
-from hostguard.models import Authority, Deployment, Tenant
+from hostguard.models import Authority, Deployment, HostCheck, Tenant
 from hostguard.policy import policy
-
-#: How many hosts the move confirmation page lists before summarising the rest.
-MOVE_LIST_LIMIT = 500
 
 
 def search_host(term: str) -> str | None:
@@ -145,6 +138,25 @@ class GuardedAdmin(admin.ModelAdmin):
             )
             return HttpResponseRedirect(request.get_full_path())
 
+    def construct_change_message(self, request: HttpRequest, form: Any, formsets: Any, add: bool = False) -> Any:
+        message = super().construct_change_message(request, form, formsets, add)
+        confirmed = [getattr(form, "confirmed_shared", None)]
+        for formset in formsets:
+            confirmed.extend(getattr(formset, "confirmed_shared", []))
+        return sharing.log_message(message, [shared for shared in confirmed if shared is not None])
+
+    def response_add(self, request: HttpRequest, obj: Any, post_url_continue: str | None = None) -> HttpResponse:
+        response = super().response_add(request, obj, post_url_continue)
+        if IS_POPUP_VAR not in request.POST:
+            self.message_user(request, freshness_note(), messages.INFO)
+        return response
+
+    def response_change(self, request: HttpRequest, obj: Any) -> HttpResponse:
+        response = super().response_change(request, obj)
+        if IS_POPUP_VAR not in request.POST:
+            self.message_user(request, freshness_note(), messages.INFO)
+        return response
+
     def set_active(self, request: HttpRequest, queryset: QuerySet[Any], active: bool, edit: lockout.Edit) -> None:
         message = lockout.refusal(request, edit)
         if message:
@@ -201,6 +213,7 @@ class AuthorityInline(admin.TabularInline):
     model = Authority
     form = AuthorityInlineForm
     formset = AuthorityInlineFormSet
+    template = "admin/hostguard/tenant/authority_inline.html"
     extra = 1
     fields = ["host", "scheme", "port", "is_active", "note", "unicode_authority"]
     readonly_fields = ["unicode_authority"]
@@ -261,124 +274,10 @@ class TenantAdmin(GuardedAdmin):
 
     @admin.action(description=_("Move to deployment…"), permissions=["change"])
     def move_to_deployment(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> HttpResponse | None:
-        form = MoveTenantsForm(request.POST if "deployment" in request.POST else None)
-        selected = list(queryset.select_related("deployment"))
-        context: dict[str, Any] = {
-            **self.admin_site.each_context(request),
-            "title": _("Move tenants to another deployment"),
-            "subtitle": None,
-            "opts": self.opts,
-            "form": form,
-            "tenants": selected,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": self.media + form.media,
-        }
-        if form.is_bound and form.is_valid():
-            target: Deployment = form.cleaned_data["deployment"]
-            moving = [tenant for tenant in selected if tenant.deployment_id != target.pk]
-            staying = [tenant for tenant in selected if tenant.deployment_id == target.pk]
-            ids = [tenant.pk for tenant in moving]
-            refusal = lockout.refusal(request, lockout.update_tenants(ids, deployment=(target.pk, target.name)))
-            if request.POST.get("confirm") == "yes":
-                if refusal:
-                    self.message_user(request, refusal, messages.ERROR)
-                    return None
-                return self._move(request, moving, target)
-            hosts = Authority.objects.filter(tenant__in=ids).select_related("tenant__deployment")
-            context.update(
-                target=target,
-                moving=moving,
-                staying=staying,
-                hosts=list(hosts.order_by("tenant__name", "host", "port", "scheme")[:MOVE_LIST_LIMIT]),
-                host_total=hosts.count(),
-                host_limit=MOVE_LIST_LIMIT,
-                refusal=refusal,
-            )
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, "admin/hostguard/tenant/move_to_deployment.html", context)
-
-    def _move(self, request: HttpRequest, moving: list[Tenant], target: Deployment) -> HttpResponse | None:
-        with transaction.atomic(), policy.batch():
-            count = (
-                Tenant.objects.filter(pk__in=[t.pk for t in moving])
-                .exclude(deployment=target)
-                .update(deployment=target)
-            )
-            for tenant in moving:
-                message = gettext("Moved from deployment %(old)s to %(new)s.") % {
-                    "old": tenant.deployment.name,
-                    "new": target.name,
-                }
-                LogEntry.objects.log_actions(_user_id(request), [tenant], CHANGE, change_message=message)
-        hosts = Authority.objects.filter(tenant__in=moving).count()
-        self.message_user(
-            request,
-            ngettext(
-                "Moved %(count)d tenant (%(hosts)d hosts) to the deployment %(deployment)s.",
-                "Moved %(count)d tenants (%(hosts)d hosts) to the deployment %(deployment)s.",
-                count,
-            )
-            % {"count": count, "hosts": hosts, "deployment": target.name},
-            messages.SUCCESS,
-        )
-        return None
+        return moving.move_to_deployment(self, request, queryset)
 
 
 # --- authorities ------------------------------------------------------------------------------
-
-
-class HostKindFilter(admin.SimpleListFilter):
-    title = _("kind of host")
-    parameter_name = "kind"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return [
-            ("name", _("host name")),
-            ("wildcard", _("wildcard (*.)")),
-            ("ip", _("IP address")),
-            ("idn", _("internationalised (punycode)")),
-        ]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        ip = Q(host__startswith="[") | Q(host__regex=r"^[0-9.]+$")
-        value = self.value()
-        if value == "wildcard":
-            return queryset.filter(host__startswith="*.")
-        if value == "ip":
-            return queryset.filter(ip)
-        if value == "name":
-            return queryset.exclude(ip).exclude(host__startswith="*.")
-        if value == "idn":
-            return queryset.filter(host__contains="xn--")
-        return queryset
-
-
-class PortFilter(admin.SimpleListFilter):
-    title = _("port")
-    parameter_name = "port"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return [("any", _("any port")), ("explicit", _("one port"))]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        if self.value() == "any":
-            return queryset.filter(port__isnull=True)
-        if self.value() == "explicit":
-            return queryset.filter(port__isnull=False)
-        return queryset
-
-
-class TenantActiveFilter(admin.SimpleListFilter):
-    title = _("tenant active")
-    parameter_name = "tenant_active"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return [("1", _("active tenant")), ("0", _("suspended tenant"))]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        if self.value() in ("0", "1"):
-            return queryset.filter(tenant__is_active=self.value() == "1")
-        return queryset
 
 
 @admin.register(Authority)
@@ -449,3 +348,29 @@ class AuthorityAdmin(GuardedAdmin):
     def deactivate(self, request: HttpRequest, queryset: QuerySet[Authority]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         self.set_active(request, queryset, False, lockout.update_authorities(ids, active=False))
+
+
+@admin.register(HostCheck)
+class HostCheckAdmin(admin.ModelAdmin):
+    """The "Check a host" page's row in the admin index and navigation sidebar: a link, no data."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        authorities: admin.ModelAdmin = self.admin_site.get_model_admin(Authority)
+        return authorities.has_view_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        def check_page(request: HttpRequest) -> HttpResponse:
+            if not self.has_view_permission(request):
+                raise PermissionDenied
+            return HttpResponseRedirect(reverse("admin:hostguard_authority_check", current_app=self.admin_site.name))
+
+        return [path("", self.admin_site.admin_view(check_page), name="hostguard_hostcheck_changelist")]

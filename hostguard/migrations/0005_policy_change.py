@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hostguard", "0002_mismatchlog"),
+        ("hostguard", "0004_hostcheck_index_link"),
     ]
 
     operations = [

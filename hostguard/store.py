@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 from django.db import connections, transaction
@@ -236,3 +237,37 @@ def _column(model: Any, name: str) -> str:
 
 def _table(cursor: Any, model: Any) -> str:
     return str(cursor.db.ops.quote_name(model._meta.db_table))
+
+
+# --- retention --------------------------------------------------------------------------
+
+
+def prune_changes(older_than: timedelta, using: str | None = None) -> int:
+    """Delete change-log rows older than ``older_than``; return how many.
+
+    Whole versions go at once, and the stamp remembers the newest one gone
+    (``pruned_through``): a process at an older version then reads the whole policy
+    instead of applying a log with a hole in it.
+    """
+    from hostguard.models import PolicyChange, PolicyStamp
+
+    using = using or conf.DATABASE
+    cutoff = timezone.now() - older_than
+    with transaction.atomic(using=using):
+        # The stamp's row lock keeps writers out while the watermark moves.
+        stamp = PolicyStamp.objects.using(using).select_for_update().filter(pk=1).first()
+        if stamp is None:
+            return 0
+        newest = (
+            PolicyChange.objects.using(using)
+            .filter(created_at__lt=cutoff)
+            .order_by("-version")
+            .values_list("version", flat=True)
+            .first()
+        )
+        if newest is None:
+            return 0
+        deleted, _detail = PolicyChange.objects.using(using).filter(version__lte=newest).delete()
+        if newest > stamp.pruned_through:
+            PolicyStamp.objects.using(using).filter(pk=1).update(pruned_through=newest)
+        return int(deleted)

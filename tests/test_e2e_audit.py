@@ -153,7 +153,7 @@ def test_floods_are_counted_exactly_with_bounded_rows_and_logs_even_while_the_da
 
         output = site.manage("hostguard_prune", "--days", "0")
         assert output.startswith("Deleted ")
-        assert output.endswith("host mismatch rows (all of them).\n")
+        assert "host mismatch rows (all of them).\n" in output
         assert totals(path) == {}
 
 

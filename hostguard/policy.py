@@ -59,6 +59,8 @@ class Policy:
     #: The snapshot requests decide with, or ``None`` when there is none to use without
     #: database work: one attribute read for the middleware.
     fresh: Snapshot | None = None
+    #: When (``time.time()``) the database last confirmed the current snapshot is up to date.
+    confirmed_at: float | None = None
 
     def __init__(self) -> None:
         #: Refresh in background threads (servers); ``False``: on the calling thread.
@@ -173,6 +175,7 @@ class Policy:
                 self._warn("hostguard could not load its policy; %s")
                 self.fresh = self._current
                 return self._current
+            self.confirmed_at = time.time()
             self._health.reachable(self._current)
             return self._current
 
@@ -222,6 +225,7 @@ class Policy:
                     self._install(snapshot.compacted(), snapshot)
                 if snapshot is not before and snapshot is not None:
                     logger.debug("hostguard policy at version %d: %d authorities", snapshot.version, snapshot.size)
+                self.confirmed_at = time.time()
                 self._health.reachable(self._current)
             except Exception:
                 if self._current is None:
@@ -287,6 +291,7 @@ class Policy:
         with self._install_lock:
             self._current = None
             self.fresh = None
+            self.confirmed_at = None
             self._stale = False
             self._health = _Health()
             if self._thread is None:

@@ -635,7 +635,7 @@ def _write(chunk: list[tuple[Key, _Entry]], written: dict[tuple[str, int], set[K
     that every process still locks rows in the same order) are updated with one
     statement, and key by key if one of their rows has gone.
     """
-    from hostguard.models import MismatchLog, Tenant
+    from hostguard.models import MismatchLog, get_tenant_model
 
     using = router.db_for_write(MismatchLog)
     manager = MismatchLog._default_manager.db_manager(using)
@@ -644,7 +644,7 @@ def _write(chunk: list[tuple[Key, _Entry]], written: dict[tuple[str, int], set[K
         written = {}
     # A tenant deleted since the event was recorded must not fail the whole batch.
     wanted = {entry.tenant_id for _, entry in chunk if entry.tenant_id is not None}
-    tenants = set(Tenant._default_manager.using(using).filter(pk__in=wanted).values_list("pk", flat=True))
+    tenants = set(get_tenant_model()._default_manager.using(using).filter(pk__in=wanted).values_list("pk", flat=True))
     max_keys = conf.AUDIT_MAX_KEYS
     with transaction.atomic(using=using):
         # Updates first: on SQLite the first write takes the database's write lock,

@@ -29,6 +29,7 @@ from hostguard.decision import ALLOW, EXEMPT, HIDDEN, MALFORMED, UNAVAILABLE, De
 from hostguard.policy import policy
 from hostguard.snapshot import Snapshot
 from hostguard.sni import ENVIRON_KEY as SNI_ENVIRON_KEY
+from hostguard.tenants import tenant_from_snapshot
 
 
 class HostGuardMiddleware:
@@ -104,8 +105,13 @@ class HostGuardMiddleware:
             sni.request_sni(meta, gate.sni_meta_key),
         )
         decision = decide(facts, snapshot, gate)
-        if decision.verdict == ALLOW and decision.tenant_id is not None and gate.host_alone and facts.sni is None:
-            remembered.remember(meta, decision, snapshot)
+        tenant_id = decision.tenant_id
+        if tenant_id is not None and (decision.verdict == ALLOW or decision.reported):
+            # request.tenant comes from the snapshot this decision was made with, when first read.
+            load = partial(tenant_from_snapshot, snapshot, tenant_id)
+            request.tenant = LazyTenant(load)  # type: ignore[attr-defined]
+            if decision.verdict == ALLOW and gate.host_alone and facts.sni is None:
+                remembered.remember(meta, decision, snapshot, load)
         return decision
 
     def answer(self, request: HttpRequest, decision: Decision) -> HttpResponse | None:
@@ -116,8 +122,9 @@ class HostGuardMiddleware:
             if decision.reported:
                 # Report-only: count and log the would-be 421, then serve the request.
                 audit.mismatch(request, decision)
-            tenant_id = decision.tenant_id
-            request.tenant = None if tenant_id is None else LazyTenant(partial(_load_tenant, tenant_id))  # type: ignore[attr-defined]
+            if decision.tenant_id is None:
+                request.tenant = None  # type: ignore[attr-defined]
+            # else full_decision() set it, from the snapshot it decided with.
             return None
         if verdict == UNAVAILABLE:
             return responses.unavailable(request, max(1, math.ceil(conf.REFRESH_SECONDS)))
@@ -184,7 +191,9 @@ class RememberedAllows:
         request.tenant = LazyTenant(entry.load_tenant)  # type: ignore[attr-defined]
         return True
 
-    def remember(self, meta: dict[str, Any], decision: Decision, snapshot: Snapshot | None) -> None:
+    def remember(
+        self, meta: dict[str, Any], decision: Decision, snapshot: Snapshot | None, load_tenant: Callable[[], Any]
+    ) -> None:
         """Remember an allow decided in full from ``snapshot`` with Host alone."""
         raw = meta.get("HTTP_HOST")
         if raw is None or snapshot is None:
@@ -196,8 +205,7 @@ class RememberedAllows:
             # A new snapshot retires every entry: drop them, and the old snapshot with them.
             self.entries = {}
             self.snapshot = snapshot
-        load = partial(_load_tenant, decision.tenant_id)
-        self.entries[(raw, decision.scheme)] = RememberedAllow(snapshot, decision, load)
+        self.entries[(raw, decision.scheme)] = RememberedAllow(snapshot, decision, load_tenant)
 
     def clear(self, **kwargs: Any) -> None:
         self.entries = {}
@@ -209,7 +217,8 @@ setting_changed.connect(remembered.clear, dispatch_uid="hostguard.remembered_all
 
 
 class LazyTenant(SimpleLazyObject):
-    """``request.tenant``: the allowed host's Tenant, read from the database on first use."""
+    """``request.tenant``: the allowed host's tenant, made from the snapshot on first use
+    (:func:`hostguard.tenants.tenant_from_snapshot`: no query)."""
 
     # Not loaded yet. A class default instead of an instance attribute, and _setupfunc
     # set past LazyObject's __setattr__ hook: SimpleLazyObject.__init__ costs more
@@ -218,12 +227,6 @@ class LazyTenant(SimpleLazyObject):
 
     def __init__(self, func: Callable[[], Any]) -> None:
         object.__setattr__(self, "_setupfunc", func)
-
-
-def _load_tenant(tenant_id: int | None) -> Any:
-    from hostguard.models import Tenant
-
-    return Tenant.objects.select_related("deployment").get(pk=tenant_id)
 
 
 if hasattr(os, "register_at_fork"):

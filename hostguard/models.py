@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from django.core.exceptions import ValidationError
+from django.apps import apps as django_apps
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -115,7 +117,36 @@ class Deployment(PolicyModel):
         return self.name
 
 
-class Tenant(PolicyModel):
+#: The tenant model when the site names none (``HOSTGUARD_TENANT_MODEL``).
+DEFAULT_TENANT_MODEL = "hostguard.Tenant"
+
+
+def tenant_model_label() -> str:
+    """``HOSTGUARD_TENANT_MODEL`` as the relations to the tenant model read it.
+
+    Read when the models are defined, as Django reads ``AUTH_USER_MODEL``: a relation's
+    target cannot change while the process runs. A value that is no model label falls
+    back to the default here, so the site still starts and the system checks can say
+    what is wrong (``hostguard.E015``).
+    """
+    value = getattr(settings, "HOSTGUARD_TENANT_MODEL", DEFAULT_TENANT_MODEL)
+    if not isinstance(value, str) or value.count(".") != 1 or not all(value.split(".")):
+        return DEFAULT_TENANT_MODEL
+    return value
+
+
+class TenantManager(models.Manager.from_queryset(PolicyQuerySet)):  # type: ignore[misc]
+    """The tenant model's manager: its bulk writes reach the policy too.
+
+    A site's tenant model with a manager of its own derives it from this one (or builds
+    it ``from_queryset()`` a subclass of :class:`PolicyQuerySet`).
+    """
+
+
+class AbstractTenant(PolicyModel):
+    """What hostguard needs of a tenant: derive the site's own tenant model from it and
+    name that model in ``HOSTGUARD_TENANT_MODEL`` (as ``AUTH_USER_MODEL`` works)."""
+
     policy_kind = TENANT
 
     name = models.CharField(_("name"), max_length=200, help_text=_("The customer's name, as staff know it."))
@@ -138,15 +169,23 @@ class Tenant(PolicyModel):
         help_text=_("A suspended tenant's hosts are answered 421 Misdirected Request."),
     )
 
-    objects = PolicyQuerySet.as_manager()
+    objects = TenantManager()
 
     class Meta:
+        abstract = True
         ordering = ["name"]
         verbose_name = _("tenant")
         verbose_name_plural = _("tenants")
 
     def __str__(self) -> str:
         return self.name
+
+
+class Tenant(AbstractTenant):
+    """hostguard's own tenant model, unless ``HOSTGUARD_TENANT_MODEL`` names the site's."""
+
+    class Meta(AbstractTenant.Meta):
+        swappable = "HOSTGUARD_TENANT_MODEL"
 
 
 class Authority(PolicyModel):
@@ -178,7 +217,7 @@ class Authority(PolicyModel):
         help_text=_("Leave as “any” to accept both http and https."),
     )
     tenant = models.ForeignKey(
-        Tenant,
+        tenant_model_label(),
         on_delete=models.CASCADE,
         related_name="authorities",
         verbose_name=_("tenant"),
@@ -341,9 +380,22 @@ class PolicyChange(models.Model):
         return "%d %s %s" % (self.version, self.kind, self.object_id)
 
 
-def get_tenant_model() -> type[Tenant]:
-    """The model hostguard's tenants are."""
-    return Tenant
+def get_tenant_model() -> type[AbstractTenant]:
+    """The model hostguard's tenants are: ``HOSTGUARD_TENANT_MODEL``, ``hostguard.Tenant`` by default.
+
+    Raises ``ImproperlyConfigured`` when the setting names no installed model (the
+    system check ``hostguard.E015`` says so with a hint).
+    """
+    label = getattr(settings, "HOSTGUARD_TENANT_MODEL", DEFAULT_TENANT_MODEL)
+    try:
+        model = django_apps.get_model(label, require_ready=False)
+    except (ValueError, AttributeError):
+        raise ImproperlyConfigured("HOSTGUARD_TENANT_MODEL must be of the form 'app_label.ModelName'.") from None
+    except LookupError:
+        raise ImproperlyConfigured(
+            "HOSTGUARD_TENANT_MODEL refers to the model %r, which has not been installed." % (label,)
+        ) from None
+    return model  # type: ignore[no-any-return]
 
 
 def record_save(sender: type[PolicyModel], instance: PolicyModel, using: str, created: bool, **kwargs: Any) -> None:
@@ -383,7 +435,7 @@ class MismatchLog(models.Model):
     port = models.PositiveIntegerField(_("port"), null=True, blank=True)
     scheme = models.CharField(_("scheme"), max_length=5, blank=True)
     tenant = models.ForeignKey(
-        Tenant,
+        tenant_model_label(),
         on_delete=models.SET_NULL,
         null=True,
         blank=True,

@@ -16,7 +16,7 @@ again later is harmless — a delta always re-reads the current state.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, NamedTuple
@@ -179,11 +179,32 @@ def read_tenants(cursor: Any, ids: Iterable[int] | None) -> Iterator[tuple[int, 
 
     model = get_tenant_model()
     quote = cursor.db.ops.quote_name
-    names = ("pk", "slug", "name", "deployment", "is_active", *tenant_fields())
+    extra = tenant_fields()
+    names = ("pk", "slug", "name", "deployment", "is_active", *extra)
     columns = [quote(_column(model, name)) for name in names]
     query = "SELECT %s FROM %s" % (", ".join(columns), _table(cursor, model))
-    for pk, slug, name, deployment_id, active, *extra in _rows_for(cursor, query, columns[0], ids):
-        yield int(pk), TenantRecord(slug, name, int(deployment_id), bool(active), tuple(extra))
+    convert = _converters(cursor.db, model, extra)
+    for pk, slug, name, deployment_id, active, *values in _rows_for(cursor, query, columns[0], ids):
+        yield int(pk), TenantRecord(slug, name, int(deployment_id), bool(active), convert(values))
+
+
+def _converters(connection: Any, model: Any, names: tuple[str, ...]) -> Callable[[list[Any]], tuple[Any, ...]]:
+    """What a queryset would do to each raw value of ``names``: the backend's conversions
+    (SQLite's dates, decimals, booleans…), then the field's own ``from_db_value``."""
+    steps = []
+    for name in names:
+        column = model._meta.get_field(name).get_col(model._meta.db_table)
+        steps.append((column, connection.ops.get_db_converters(column) + column.get_db_converters(connection)))
+
+    def convert(values: list[Any]) -> tuple[Any, ...]:
+        converted = []
+        for value, (column, converters) in zip(values, steps, strict=True):
+            for converter in converters:
+                value = converter(value, column, connection)
+            converted.append(value)
+        return tuple(converted)
+
+    return convert
 
 
 def read_authorities(cursor: Any, ids: Iterable[int]) -> Iterator[tuple[int, AuthorityRow]]:
@@ -196,8 +217,9 @@ def read_authorities(cursor: Any, ids: Iterable[int]) -> Iterator[tuple[int, Aut
 
 
 def tenant_fields() -> tuple[str, ...]:
-    """The tenant model's own fields the snapshot carries beyond slug, name, deployment, active."""
-    return ()
+    """The tenant model's own fields the snapshot carries beyond slug, name, deployment, active
+    (``HOSTGUARD_TENANT_FIELDS``, checked: small, concrete, not relations)."""
+    return conf.tenant_fields
 
 
 def _rows_for(cursor: Any, query: str, key: str, ids: Iterable[int] | None) -> Iterator[tuple[Any, ...]]:

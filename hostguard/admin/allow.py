@@ -27,7 +27,7 @@ from hostguard.admin.notes import freshness_note
 from hostguard.audit import OVERFLOW_HOST
 from hostguard.claims import SharedNames, shared_names
 from hostguard.decision import MALFORMED_HOST
-from hostguard.models import Authority, MismatchLog, Tenant
+from hostguard.models import AbstractTenant, Authority, MismatchLog, get_tenant_model
 from hostguard.policy import policy
 
 #: At most this many hosts are allowed in one go, from at most this many rows.
@@ -42,13 +42,13 @@ class TenantChoiceField(forms.ModelChoiceField):
 
 class AllowHostForm(forms.Form):
     tenant = TenantChoiceField(
-        queryset=Tenant.objects.none(),
+        queryset=None,  # per request: visible_tenants()
         label=_("Tenant"),
         help_text=_("The host is added to this tenant as an authority for any port and scheme."),
     )
     claim_shared = sharing.confirm_field()
 
-    def __init__(self, *args: Any, hosts: list[str], tenants: QuerySet[Tenant], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, hosts: list[str], tenants: QuerySet[AbstractTenant], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["tenant"]
         assert isinstance(field, forms.ModelChoiceField)
@@ -60,7 +60,7 @@ class AllowHostForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         assert cleaned is not None
-        tenant: Tenant | None = cleaned.get("tenant")
+        tenant: AbstractTenant | None = cleaned.get("tenant")
         if tenant is None:
             return cleaned
         found = shared_names(self.hosts, tenant.pk)
@@ -72,19 +72,20 @@ class AllowHostForm(forms.Form):
         return cleaned
 
 
-def visible_tenants(model_admin: admin.ModelAdmin, request: HttpRequest) -> QuerySet[Tenant]:
+def visible_tenants(model_admin: admin.ModelAdmin, request: HttpRequest) -> QuerySet[AbstractTenant]:
     """The tenants this user may choose: all of them with view or change permission on tenants, else none."""
+    model = get_tenant_model()
     try:
-        tenants: admin.ModelAdmin = model_admin.admin_site.get_model_admin(Tenant)
+        tenants: admin.ModelAdmin = model_admin.admin_site.get_model_admin(model)
         allowed = tenants.has_view_permission(request)
     except NotRegistered:
-        opts = Tenant._meta
+        opts = model._meta
         allowed = any(
             request.user.has_perm(f"{opts.app_label}.{perm}_{opts.model_name}") for perm in ("view", "change")
         )
     if not allowed:
-        return Tenant.objects.none()
-    return Tenant.objects.select_related("deployment").order_by("name")
+        return model._default_manager.none()
+    return model._default_manager.select_related("deployment").order_by("name")
 
 
 def allowable_hosts(
@@ -151,7 +152,7 @@ def allow_host(
 
 
 def allow(model_admin: admin.ModelAdmin, request: HttpRequest, form: AllowHostForm) -> None:
-    tenant: Tenant = form.cleaned_data["tenant"]
+    tenant: AbstractTenant = form.cleaned_data["tenant"]
     allowed: list[str] = []
     note = gettext("Allowed from the host mismatch log by %(user)s.") % {"user": request.user.get_username()}
     with transaction.atomic(), policy.batch():

@@ -26,7 +26,7 @@ from hostguard.hosts import (
     parse_authority,
     parse_port,
 )
-from hostguard.models import Authority, Deployment, Tenant
+from hostguard.models import AbstractTenant, Authority, Deployment
 
 HOST_HELP = _(
     "Type or paste a host name (Unicode is fine: it is stored in punycode), *.example.com for every name "
@@ -180,7 +180,7 @@ class AuthorityForm(forms.ModelForm):
         cleaned[name] = from_host
 
     def _lockout_edit(self, cleaned: dict[str, Any]) -> lockout.Edit:
-        tenant: Tenant | None = cleaned.get("tenant")
+        tenant: AbstractTenant | None = cleaned.get("tenant")
         removed = [self.instance.pk] if self.instance.pk is not None else []
         if tenant is None:
             return lockout.replace_authorities(removed, [])
@@ -200,11 +200,11 @@ class AuthorityForm(forms.ModelForm):
 
 
 class TenantForm(forms.ModelForm):
-    request: ClassVar[HttpRequest | None] = None
+    """The tenant model's form, guarded against lockouts. It names no model: the admin
+    makes it for the model it administers, with that model's every field (a site's own
+    tenant model brings fields of its own)."""
 
-    class Meta:
-        model = Tenant
-        fields = ["name", "slug", "deployment", "is_active"]
+    request: ClassVar[HttpRequest | None] = None
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -260,7 +260,7 @@ class MoveTenantsForm(forms.Form):
         error_messages={"required": _("Choose the deployment to move the tenants to.")},
     )
 
-    def __init__(self, *args: Any, tenants: list[Tenant] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tenants: list[AbstractTenant] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         current = {tenant.deployment_id for tenant in tenants or []}
         if len(current) == 1:

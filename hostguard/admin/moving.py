@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from hostguard.admin import lockout
 from hostguard.admin.forms import MoveTenantsForm
-from hostguard.models import Authority, Deployment, Tenant
+from hostguard.models import AbstractTenant, Authority, Deployment
 from hostguard.policy import policy
 
 #: How many hosts the confirmation page lists before summarising the rest.
@@ -24,7 +24,7 @@ MOVE_LIST_LIMIT = 500
 
 
 def move_to_deployment(
-    model_admin: ModelAdmin, request: HttpRequest, queryset: QuerySet[Tenant]
+    model_admin: ModelAdmin, request: HttpRequest, queryset: QuerySet[AbstractTenant]
 ) -> HttpResponse | None:
     selected = list(queryset.select_related("deployment"))
     form = MoveTenantsForm(request.POST if "deployment" in request.POST else None, tenants=selected)
@@ -64,11 +64,13 @@ def move_to_deployment(
     return TemplateResponse(request, "admin/hostguard/tenant/move_to_deployment.html", context)
 
 
-def move(model_admin: ModelAdmin, request: HttpRequest, moving: list[Tenant], target: Deployment) -> None:
+def move(model_admin: ModelAdmin, request: HttpRequest, moving: list[AbstractTenant], target: Deployment) -> None:
     user_id: Any = request.user.pk
     with transaction.atomic(), policy.batch():
         count = (
-            Tenant.objects.filter(pk__in=[t.pk for t in moving]).exclude(deployment=target).update(deployment=target)
+            model_admin.model._default_manager.filter(pk__in=[t.pk for t in moving])
+            .exclude(deployment=target)
+            .update(deployment=target)
         )
         for tenant in moving:
             message = gettext("Moved from deployment %(old)s to %(new)s.") % {

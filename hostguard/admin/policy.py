@@ -20,22 +20,21 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, models, transaction
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.forms import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from hostguard.admin import lockout, moving, sharing
+from hostguard.admin import lockout, sharing
 from hostguard.admin.filters import HostKindFilter, PortFilter, TenantActiveFilter
-from hostguard.admin.forms import AuthorityForm, DeploymentForm, TenantForm
-from hostguard.admin.inline import AuthorityInlineForm, AuthorityInlineFormSet
+from hostguard.admin.forms import AuthorityForm, DeploymentForm
+from hostguard.admin.links import tenant_admin_url
 from hostguard.admin.notes import freshness_note
 from hostguard.admin.views import check_host_view
 from hostguard.conf import conf
 from hostguard.hosts import InvalidHost, parse_authority
-from hostguard.models import Authority, Deployment, HostCheck, Tenant
+from hostguard.models import Authority, Deployment, HostCheck, get_tenant_model
 from hostguard.policy import policy
 
 
@@ -55,7 +54,7 @@ def _user_id(request: HttpRequest) -> Any:
     return request.user.pk
 
 
-def _count_of(model: type[models.Model], field: str) -> Coalesce:
+def count_of(model: type[models.Model], field: str) -> Coalesce:
     """``COUNT(*)`` of ``model`` rows pointing at the outer row, as a correlated subquery.
 
     Evaluated only for the rows on the page, unlike a JOIN + GROUP BY over the
@@ -187,7 +186,7 @@ class DeploymentAdmin(GuardedAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Deployment]:
         queryset: QuerySet[Deployment] = super().get_queryset(request)
-        return queryset.annotate(tenant_count=_count_of(Tenant, "deployment"))
+        return queryset.annotate(tenant_count=count_of(get_tenant_model(), "deployment"))
 
     @admin.display(description=_("served by this process"), boolean=True)
     def served_here(self, obj: Deployment) -> bool:
@@ -195,7 +194,9 @@ class DeploymentAdmin(GuardedAdmin):
 
     @admin.display(description=_("tenants"), ordering="tenant_count")
     def tenant_count(self, obj: Any) -> str:
-        url = reverse("admin:hostguard_tenant_changelist", current_app=self.admin_site.name)
+        url = tenant_admin_url(self.admin_site)
+        if url is None:  # the site's own tenant model, not in this admin
+            return str(obj.tenant_count)
         return format_html('<a href="{}?deployment__id__exact={}">{}</a>', url, obj.pk, obj.tenant_count)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
@@ -204,77 +205,6 @@ class DeploymentAdmin(GuardedAdmin):
 
     def deletion_edit(self, ids: Sequence[Any]) -> lockout.Edit:
         return lockout.delete_deployments(ids)
-
-
-# --- tenants ----------------------------------------------------------------------------------
-
-
-class AuthorityInline(admin.TabularInline):
-    model = Authority
-    form = AuthorityInlineForm
-    formset = AuthorityInlineFormSet
-    template = "admin/hostguard/tenant/authority_inline.html"
-    extra = 1
-    fields = ["host", "scheme", "port", "is_active", "note", "unicode_authority"]
-    readonly_fields = ["unicode_authority"]
-    verbose_name = _("host")
-    verbose_name_plural = _("hosts (authorities)")
-
-    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> type[BaseInlineFormSet]:
-        formset = super().get_formset(request, obj, **kwargs)
-        return type(formset.__name__, (formset,), {"request": request})
-
-    @admin.display(description=_("Unicode form"))
-    def unicode_authority(self, obj: Authority) -> str:
-        return obj.unicode_authority if obj.pk is not None else "—"
-
-
-@admin.register(Tenant)
-class TenantAdmin(GuardedAdmin):
-    form = TenantForm
-    inlines = [AuthorityInline]
-    list_display = ["name", "slug", "deployment", "is_active", "host_count"]
-    list_filter = ["deployment", "is_active"]
-    search_fields = ["name", "slug", "authorities__host"]
-    list_select_related = ["deployment"]
-    prepopulated_fields = {"slug": ["name"]}
-    actions = [delete_selected, "move_to_deployment", "activate", "deactivate"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
-        queryset: QuerySet[Tenant] = super().get_queryset(request)
-        return queryset.annotate(host_count=_count_of(Authority, "tenant"))
-
-    @admin.display(description=_("hosts"), ordering="host_count")
-    def host_count(self, obj: Any) -> str:
-        url = reverse("admin:hostguard_authority_changelist", current_app=self.admin_site.name)
-        return format_html('<a href="{}?tenant__id__exact={}">{}</a>', url, obj.pk, obj.host_count)
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Tenant], search_term: str
-    ) -> tuple[QuerySet[Tenant], bool]:
-        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        host = search_host(search_term)
-        if host:
-            found = found | queryset.filter(authorities__host__icontains=host)
-            may_have_duplicates = True
-        return found, may_have_duplicates
-
-    def deletion_edit(self, ids: Sequence[Any]) -> lockout.Edit:
-        return lockout.delete_tenants(ids)
-
-    @admin.action(description=_("Activate selected tenants"), permissions=["change"])
-    def activate(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        self.set_active(request, queryset, True, lockout.update_tenants(ids, active=True))
-
-    @admin.action(description=_("Deactivate (suspend) selected tenants"), permissions=["change"])
-    def deactivate(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        self.set_active(request, queryset, False, lockout.update_tenants(ids, active=False))
-
-    @admin.action(description=_("Move to deployment…"), permissions=["change"])
-    def move_to_deployment(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> HttpResponse | None:
-        return moving.move_to_deployment(self, request, queryset)
 
 
 # --- authorities ------------------------------------------------------------------------------
@@ -291,13 +221,21 @@ class AuthorityAdmin(GuardedAdmin):
     show_facets = admin.ShowFacets.NEVER
     search_fields = ["host", "tenant__name", "tenant__slug", "note"]
     list_select_related = ["tenant__deployment"]
-    autocomplete_fields = ["tenant"]
     readonly_fields = ["stored_as", "unicode_authority", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["host", ("scheme", "port"), "tenant", "is_active", "note"]}),
         (_("Stored as"), {"fields": ["stored_as", "unicode_authority", "created_at", "updated_at"]}),
     ]
     actions = [delete_selected, "activate", "deactivate"]
+
+    def get_autocomplete_fields(self, request: HttpRequest) -> Sequence[str]:
+        # A search box for the tenant where the tenant model's admin can answer it (a
+        # site's own model may have no admin, or one without search_fields).
+        try:
+            tenants = self.admin_site.get_model_admin(get_tenant_model())
+        except admin.sites.NotRegistered:
+            return []
+        return ["tenant"] if tenants.search_fields else []
 
     @admin.display(description=_("authority"), ordering="host")
     def authority(self, obj: Authority) -> str:

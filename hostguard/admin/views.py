@@ -13,6 +13,7 @@ from django.utils.translation import gettext_lazy as _
 
 from hostguard.admin import reasons
 from hostguard.admin.forms import CheckHostForm
+from hostguard.admin.links import tenant_admin_url
 from hostguard.conf import conf
 from hostguard.decide import decide, probe
 from hostguard.decision import ALLOW, EXEMPT, HIDDEN, MALFORMED, MISDIRECTED, UNAVAILABLE, Decision
@@ -126,6 +127,9 @@ def check_host_view(model_admin: ModelAdmin, request: HttpRequest) -> HttpRespon
         "app_label": opts.app_label,
         "form": form,
         "result": result,
+        "tenant_url": tenant_admin_url(model_admin.admin_site, result.authority.tenant_id)
+        if result is not None and result.authority is not None
+        else None,
         "here": conf.DEPLOYMENT,
         "exempt_paths": conf.EXEMPT_PATHS,
         "media": model_admin.media + form.media,

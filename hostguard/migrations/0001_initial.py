@@ -2,7 +2,16 @@
 
 import django.core.validators
 import django.db.models.deletion
+from django.conf import settings
 from django.db import migrations, models
+
+# HOSTGUARD_TENANT_MODEL (read as Django reads AUTH_USER_MODEL). With hostguard's own
+# Tenant, this migration is what it always was. With the site's own model, Tenant is
+# swapped out (no table) and the authorities' relation to the tenant model is added by
+# 0006_tenant_model, after the site's migration that creates that model: this
+# migration only creates the Deployment table the site's model refers to.
+TENANT_MODEL = getattr(settings, "HOSTGUARD_TENANT_MODEL", "hostguard.Tenant")
+OWN_TENANT = TENANT_MODEL.partition(".")[0] == "hostguard" and TENANT_MODEL.partition(".")[2].lower() == "tenant"
 
 
 def create_stamp(apps, schema_editor):
@@ -56,6 +65,8 @@ class Migration(migrations.Migration):
                 'verbose_name': 'tenant',
                 'verbose_name_plural': 'tenants',
                 'ordering': ['name'],
+                'abstract': False,
+                'swappable': 'HOSTGUARD_TENANT_MODEL',
             },
         ),
         migrations.CreateModel(
@@ -69,8 +80,9 @@ class Migration(migrations.Migration):
                 ('note', models.CharField(blank=True, help_text='Anything staff should know.', max_length=255, verbose_name='note')),
                 ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created')),
                 ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated')),
+            ] + ([
                 ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='authorities', to='hostguard.tenant', verbose_name='tenant')),
-            ],
+            ] if OWN_TENANT else []),
             options={
                 'verbose_name': 'authority',
                 'verbose_name_plural': 'authorities',

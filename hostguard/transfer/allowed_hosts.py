@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 
 from hostguard.conf import conf
 from hostguard.hosts import InvalidHost, is_ip, parse_authority
-from hostguard.models import Authority, Deployment, Tenant
+from hostguard.models import AbstractTenant, Authority, Deployment, get_tenant_model
 from hostguard.transfer.document import Key
 from hostguard.transfer.reading import TransferError
 
@@ -30,7 +30,8 @@ def allowed_hosts_document(slug: str, patterns: list[str], using: str) -> tuple[
         raise TransferError([_("HOSTGUARD_DEPLOYMENT is not set: set it to this deployment's name first.")])
     notes: list[str] = []
     wanted, local = wanted_authorities(patterns, notes)
-    tenant = Tenant.objects.using(using).select_related("deployment").filter(slug=slug).first()
+    tenants = get_tenant_model()._default_manager.using(using).select_related("deployment")
+    tenant = tenants.filter(slug=slug).first()
     authorities = authority_entries(wanted, tenant, using)
     document: dict[str, Any] = {"deployments": []}
     if tenant is None:
@@ -95,7 +96,7 @@ def wanted_authorities(patterns: list[str], notes: list[str]) -> tuple[dict[Key,
     return wanted, local
 
 
-def authority_entries(wanted: dict[Key, str], tenant: Tenant | None, using: str) -> list[dict[str, Any]]:
+def authority_entries(wanted: dict[Key, str], tenant: AbstractTenant | None, using: str) -> list[dict[str, Any]]:
     """The document's authority entries: new ones noted as adopted, the tenant's own kept as they are."""
     existing = {
         (authority.host, authority.port, authority.scheme): authority

@@ -9,7 +9,7 @@ from typing import Any
 from django.db import router, transaction
 
 from hostguard.hosts import format_authority
-from hostguard.models import Authority, Deployment, Tenant
+from hostguard.models import Authority, Deployment, get_tenant_model
 
 
 def authority_order(authority: Authority) -> tuple[str, str, int]:
@@ -27,7 +27,7 @@ def export_policy(using: str | None = None) -> dict[str, Any]:
     db = using or router.db_for_read(Authority)
     with transaction.atomic(using=db):
         deployments = list(Deployment.objects.using(db).order_by("name"))
-        tenants = list(Tenant.objects.using(db).select_related("deployment").order_by("slug"))
+        tenants = list(get_tenant_model()._default_manager.using(db).select_related("deployment").order_by("slug"))
         by_tenant: dict[int, list[Authority]] = {}
         for authority in Authority.objects.using(db).order_by():
             by_tenant.setdefault(authority.tenant_id, []).append(authority)

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import DatabaseError, models, router, transaction
 from django.utils.translation import gettext as _
 
-from hostguard.models import Authority, Deployment, Tenant
+from hostguard.models import AbstractTenant, Authority, Deployment, get_tenant_model
 from hostguard.policy import policy
 from hostguard.transfer import validation
 from hostguard.transfer.document import AuthorityEntry, Document, Key, TenantEntry, parse_document
@@ -119,7 +119,9 @@ class _Import:
     def run(self, *, allow_shared_names: bool) -> ImportResult:
         # Read the whole current state once; it is small next to any request volume.
         self.deployments = {d.name: d for d in Deployment.objects.using(self.db)}
-        self.tenants = {t.slug: t for t in Tenant.objects.using(self.db).select_related("deployment")}
+        self.model = get_tenant_model()
+        tenants = self.model._default_manager.using(self.db).select_related("deployment")
+        self.tenants: dict[str, AbstractTenant] = {t.slug: t for t in tenants}
         self.authorities: dict[Key, Authority] = {
             (a.host, a.port, a.scheme): a for a in Authority.objects.using(self.db).select_related("tenant")
         }
@@ -138,6 +140,7 @@ class _Import:
     def validate(self, *, allow_shared_names: bool) -> None:
         plan = validation.Plan(self.document, self.deployments, self.authorities, self.prune, self.keep_existing)
         problems = validation.missing_deployments(plan) + validation.unlisted_owners(plan)
+        problems += validation.unfillable_fields(plan, self.model, self.tenants)
         if problems:
             raise TransferError(problems)
         shared = validation.shared_names(plan)
@@ -169,7 +172,7 @@ class _Import:
             deployment = self.deployments[entry.deployment]
             tenant = self.tenants.get(entry.slug)
             if tenant is None:
-                tenant = Tenant(slug=entry.slug, name=entry.name, deployment=deployment, is_active=entry.active)
+                tenant = self.model(slug=entry.slug, name=entry.name, deployment=deployment, is_active=entry.active)
                 tenant.save(using=self.db)
                 self.tenants[entry.slug] = tenant
                 tally.created += 1
@@ -247,7 +250,7 @@ class _Import:
             Authority.objects.using(self.db).bulk_create(new, batch_size=_CHUNK)
             tally.created += len(new)
 
-    def update_authority(self, authority: Authority, tenant: Tenant, entry: AuthorityEntry) -> None:
+    def update_authority(self, authority: Authority, tenant: AbstractTenant, entry: AuthorityEntry) -> None:
         changes: list[tuple[str, str]] = []
         if authority.tenant_id != tenant.pk:
             changes.append(
@@ -275,7 +278,7 @@ class _Import:
         doomed = sorted((t for slug, t in self.tenants.items() if slug not in listed), key=lambda t: t.slug)
         for tenant in doomed:
             self.note(_("delete tenant %(slug)s") % {"slug": tenant.slug})
-        self._delete(Tenant, [tenant.pk for tenant in doomed])
+        self._delete(self.model, [tenant.pk for tenant in doomed])
         self.result.tenants.deleted += len(doomed)
 
     def prune_deployments(self) -> None:

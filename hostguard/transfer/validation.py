@@ -5,8 +5,11 @@ Every check works on the state the import read once, in memory: never a query pe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
+from django.db.models import Model
 from django.utils.translation import gettext as _
 
 from hostguard.claims import SHOWN, Holding, describe, find_shared, rule
@@ -65,6 +68,33 @@ def unlisted_owners(plan: Plan) -> list[str]:
                     )
                     % {"tenant": tenant.slug, "authority": entry.text, "owner": owner}
                 )
+    return problems
+
+
+def unfillable_fields(plan: Plan, model: type[Model], existing: Mapping[str, Model]) -> list[str]:
+    """One line per new tenant the tenant model cannot take from a file alone: a site's own
+    tenant model may require fields of its own, which the file format has no place for."""
+    problems = []
+    base = ["slug", "name", "deployment", "is_active"]
+    for entry in plan.document.tenants:
+        if entry.slug in existing:
+            continue  # an existing row keeps its own fields; the import changes only hostguard's
+        tenant = model(slug=entry.slug, name=entry.name, is_active=entry.active)
+        try:
+            tenant.clean_fields(exclude=base)
+        except ValidationError as exc:
+            missing = ", ".join(
+                "“%s” (%s)" % (model._meta.get_field(name).verbose_name, " ".join(messages))
+                for name, messages in exc.message_dict.items()
+            )
+            problems.append(
+                _(
+                    "tenant “%(tenant)s”: a new %(model)s needs %(fields)s, which an import cannot fill; "
+                    "create the tenant in the admin (an import then updates it by its slug), or give the "
+                    "field a default."
+                )
+                % {"tenant": entry.slug, "model": model._meta.label, "fields": missing}
+            )
     return problems
 
 

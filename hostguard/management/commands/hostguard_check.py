@@ -25,7 +25,7 @@ from hostguard.decision import (
     Decision,
 )
 from hostguard.hosts import SCHEMES, InvalidHost, format_authority
-from hostguard.models import Tenant
+from hostguard.models import get_tenant_model
 from hostguard.policy import policy
 from hostguard.snapshot import Snapshot
 
@@ -156,7 +156,7 @@ def _describe_match(decision: Decision, lines: list[tuple[str, str]]) -> None:
     if decision.authority:
         lines.append((_("Authority"), decision.authority))
     if decision.tenant_id is not None:
-        name = Tenant.objects.filter(pk=decision.tenant_id).values_list("name", flat=True).first()
+        name = get_tenant_model()._default_manager.filter(pk=decision.tenant_id).values_list("name", flat=True).first()
         lines.append((_("Tenant"), "%s (%s)" % (decision.tenant_slug, name) if name else decision.tenant_slug))
         lines.append((_("Deployment"), decision.deployment))
     lines.append((_("This process"), conf.DEPLOYMENT or _("HOSTGUARD_DEPLOYMENT is not set")))

@@ -395,7 +395,7 @@ def get_tenant_model() -> type[AbstractTenant]:
         raise ImproperlyConfigured(
             "HOSTGUARD_TENANT_MODEL refers to the model %r, which has not been installed." % (label,)
         ) from None
-    return model  # type: ignore[no-any-return]
+    return model
 
 
 def record_save(sender: type[PolicyModel], instance: PolicyModel, using: str, created: bool, **kwargs: Any) -> None:

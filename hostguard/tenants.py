@@ -55,7 +55,7 @@ def layout() -> Layout:
             model,
             router.db_for_read(model),
             (opts.pk.attname, *(opts.get_field(name).attname for name in names)),  # type: ignore[union-attr]
-            relation.cache_name,  # type: ignore[union-attr]
+            relation.cache_name,
             Deployment,
             router.db_for_read(Deployment),
         )
@@ -71,7 +71,7 @@ def tenant_from_snapshot(snapshot: Snapshot | None, tenant_id: int) -> Any:
     record = None if snapshot is None else snapshot.tenant(tenant_id)
     shape = layout()
     if record is None:
-        return shape.model._default_manager.select_related("deployment").get(pk=tenant_id)  # type: ignore[attr-defined]
+        return shape.model._default_manager.select_related("deployment").get(pk=tenant_id)
     values = (tenant_id, record.slug, record.name, record.deployment_id, record.active, *record.extra)
     if len(values) != len(shape.attnames):
         # HOSTGUARD_TENANT_FIELDS changed after this snapshot was read: its extra values

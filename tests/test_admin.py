@@ -15,7 +15,10 @@ from django.test import Client
 from django.urls import reverse
 
 from hostguard.admin import lockout
-from hostguard.models import Authority, Deployment, PolicyStamp, Tenant
+from hostguard.models import Authority, Deployment, PolicyStamp, get_tenant_model
+
+# hostguard.Tenant, or the site's own model (tests/settings_swapped.py runs these tests with one).
+Tenant = get_tenant_model()
 
 pytestmark = pytest.mark.django_db
 
@@ -50,6 +53,10 @@ def tenant(slug: str, *hosts: str, where: str = HERE, active: bool = True) -> Te
 
 
 def url(name: str, *args: Any) -> str:
+    """An admin page of hostguard's, or (``tenant_…``) of the tenant model, wherever it lives."""
+    if name.startswith("tenant_"):
+        opts = Tenant._meta
+        return reverse(f"admin:{opts.app_label}_{opts.model_name}_{name.removeprefix('tenant_')}", args=args)
     return reverse(f"admin:hostguard_{name}", args=args)
 
 

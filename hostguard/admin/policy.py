@@ -13,6 +13,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.exceptions import NotRegistered
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.utils import model_ngettext, quote, unquote
@@ -228,12 +229,12 @@ class AuthorityAdmin(GuardedAdmin):
     ]
     actions = [delete_selected, "activate", "deactivate"]
 
-    def get_autocomplete_fields(self, request: HttpRequest) -> Sequence[str]:
+    def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
         # A search box for the tenant where the tenant model's admin can answer it (a
         # site's own model may have no admin, or one without search_fields).
         try:
             tenants = self.admin_site.get_model_admin(get_tenant_model())
-        except admin.sites.NotRegistered:
+        except NotRegistered:
             return []
         return ["tenant"] if tenants.search_fields else []
 

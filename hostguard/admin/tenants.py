@@ -91,8 +91,8 @@ class TenantAdmin(GuardedAdmin):
         return format_html('<a href="{}?tenant__id__exact={}">{}</a>', url, obj.pk, obj.host_count)
 
     def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[AbstractTenant], search_term: str
-    ) -> tuple[QuerySet[AbstractTenant], bool]:
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
         found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         host = search_host(search_term)
         if host:

@@ -112,7 +112,7 @@ def check_tenant_fields(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     if model is None or not issubclass(model, AbstractTenant) or not hasattr(settings, "HOSTGUARD_TENANT_FIELDS"):
         return []
     try:
-        parse_tenant_fields(model, settings.HOSTGUARD_TENANT_FIELDS)
+        parse_tenant_fields(model, getattr(settings, "HOSTGUARD_TENANT_FIELDS", []))
     except InvalidSetting as exc:
         return [
             Error(

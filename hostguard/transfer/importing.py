@@ -8,7 +8,7 @@ from typing import Any
 from django.db import DatabaseError, models, router, transaction
 from django.utils.translation import gettext as _
 
-from hostguard.models import AbstractTenant, Authority, Deployment, get_tenant_model
+from hostguard.models import Authority, Deployment, get_tenant_model
 from hostguard.policy import policy
 from hostguard.transfer import validation
 from hostguard.transfer.document import AuthorityEntry, Document, Key, TenantEntry, parse_document
@@ -121,7 +121,8 @@ class _Import:
         self.deployments = {d.name: d for d in Deployment.objects.using(self.db)}
         self.model = get_tenant_model()
         tenants = self.model._default_manager.using(self.db).select_related("deployment")
-        self.tenants: dict[str, AbstractTenant] = {t.slug: t for t in tenants}
+        # Instances of the tenant model, hostguard's or the site's own.
+        self.tenants: dict[str, Any] = {t.slug: t for t in tenants}
         self.authorities: dict[Key, Authority] = {
             (a.host, a.port, a.scheme): a for a in Authority.objects.using(self.db).select_related("tenant")
         }
@@ -250,7 +251,7 @@ class _Import:
             Authority.objects.using(self.db).bulk_create(new, batch_size=_CHUNK)
             tally.created += len(new)
 
-    def update_authority(self, authority: Authority, tenant: AbstractTenant, entry: AuthorityEntry) -> None:
+    def update_authority(self, authority: Authority, tenant: Any, entry: AuthorityEntry) -> None:
         changes: list[tuple[str, str]] = []
         if authority.tenant_id != tenant.pk:
             changes.append(

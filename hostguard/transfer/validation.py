@@ -84,7 +84,7 @@ def unfillable_fields(plan: Plan, model: type[Model], existing: Mapping[str, Mod
             tenant.clean_fields(exclude=base)
         except ValidationError as exc:
             missing = ", ".join(
-                "“%s” (%s)" % (model._meta.get_field(name).verbose_name, " ".join(messages))
+                "“%s” (%s)" % (getattr(model._meta.get_field(name), "verbose_name", name), " ".join(messages))
                 for name, messages in exc.message_dict.items()
             )
             problems.append(

@@ -18,6 +18,24 @@ def whoami(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"tenant": tenant.slug if tenant else None, "deployment": settings.HOSTGUARD_DEPLOYMENT})
 
 
+def tenant(request: HttpRequest) -> JsonResponse:
+    """The tenant this host belongs to, as hostguard hands it out: made from its snapshot, no query."""
+    tenant = getattr(request, "tenant", None)
+    if tenant is None:
+        return JsonResponse({"tenant": None})
+    return JsonResponse(
+        {
+            "tenant": {
+                "id": tenant.pk,
+                "slug": tenant.slug,
+                "name": tenant.name,
+                "active": tenant.is_active,
+                "deployment": tenant.deployment.name,
+            }
+        }
+    )
+
+
 def ping(request: HttpRequest) -> JsonResponse:
     """Who answered, from hostguard's decision alone: no database query, even for the tenant."""
     decision = getattr(request, "hostguard", None)

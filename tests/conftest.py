@@ -11,14 +11,21 @@ from hostguard.policy import policy
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave out PostgreSQL-only tests when the suite runs on another database.
+    """Leave out PostgreSQL-only tests when the suite runs on another database, and tests
+    of a site's own tenant model when it runs with hostguard's.
 
-    They are deselected, not skipped: on SQLite they do not apply, and .ci/run
-    runs the whole suite again on PostgreSQL, where they do.
+    They are deselected, not skipped: on SQLite they do not apply, and .ci/run runs the
+    whole suite again on PostgreSQL, where they do; `make test` runs the tenant model's
+    tests with tests/settings_swapped.py.
     """
-    if "postgresql" in settings.DATABASES["default"]["ENGINE"]:
-        return
-    kept = [item for item in items if item.get_closest_marker("postgresql") is None]
+    postgresql = "postgresql" in settings.DATABASES["default"]["ENGINE"]
+    swapped = getattr(settings, "HOSTGUARD_TENANT_MODEL", "hostguard.Tenant") != "hostguard.Tenant"
+    kept = [
+        item
+        for item in items
+        if (postgresql or item.get_closest_marker("postgresql") is None)
+        and (swapped or item.get_closest_marker("swapped") is None)
+    ]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept

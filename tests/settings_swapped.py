@@ -6,4 +6,4 @@ from tests.settings import INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.orgs"]
 HOSTGUARD_TENANT_MODEL = "orgs.Organization"
-HOSTGUARD_TENANT_FIELDS = ["plan"]
+HOSTGUARD_TENANT_FIELDS = ["plan", "seats", "founded"]

@@ -29,20 +29,25 @@ def _tenant_model() -> Any:
 
 
 def check_tenant_model(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from hostguard.models import AbstractTenant, PolicyQuerySet
-
     value = getattr(settings, SETTING, None)
     if value is not None and not isinstance(value, str):
         return []  # E005: the wrong type
     model = _tenant_model()
     if model is None:
         return [_not_a_model(str(value))]
+    return tenant_model_problems(model)
+
+
+def tenant_model_problems(model: type[models.Model]) -> list[CheckMessage]:
+    """What stops ``model`` from being hostguard's tenant model (E016, E017, W008)."""
+    from hostguard.models import AbstractTenant, PolicyQuerySet
+
     label = model._meta.label
     if not issubclass(model, AbstractTenant):
         return [
             Error(
                 "%s = %r names a model not derived from hostguard.models.AbstractTenant: hostguard needs its "
-                "slug, name, deployment and is_active fields, and records every write to it." % (SETTING, value),
+                "slug, name, deployment and is_active fields, and records every write to it." % (SETTING, label),
                 hint="Declare it as `class %s(AbstractTenant)` (`from hostguard.models import AbstractTenant`; it "
                 "may keep fields of its own), then run `python manage.py makemigrations`. See %s."
                 % (model.__name__, DOCS),
@@ -90,14 +95,12 @@ def _not_a_model(value: str) -> CheckMessage:
     candidates = [m._meta.label for m in apps.get_models() if issubclass(m, AbstractTenant)]
     close = difflib.get_close_matches(value, candidates or [m._meta.label for m in apps.get_models()], n=1)
     app_label = value.split(".")[0]
-    if close:
-        hint = "Did you mean %r?" % close[0]
-    elif not apps.is_installed(app_label) and app_label not in {config.label for config in apps.get_app_configs()}:
+    if app_label not in {config.label for config in apps.get_app_configs()}:
         hint = "Add the app %r to INSTALLED_APPS, or correct the name." % app_label
     else:
-        hint = (
-            "Name a model derived from hostguard.models.AbstractTenant, or remove the setting to use hostguard.Tenant."
-        )
+        hint = "Name a model derived from hostguard.models.AbstractTenant, or remove the setting (hostguard.Tenant)."
+    if close:
+        hint = "Did you mean %r? %s" % (close[0], hint)
     return Error(
         "%s = %r names no installed model." % (SETTING, value),
         hint=hint + " See %s." % DOCS,

@@ -74,7 +74,8 @@ def serve_tenant(
         wanted["name"] = name
     tenant = model._default_manager.filter(slug=slug).first()
     if tenant is None:
-        tenant = model._default_manager.create(slug=slug, name=name or slug.replace("-", " ").title(), **wanted)
+        wanted.setdefault("name", slug.replace("-", " ").title())
+        tenant = model._default_manager.create(slug=slug, **wanted)
     else:
         changed = [key for key, value in wanted.items() if getattr(tenant, key) != value]
         if changed:

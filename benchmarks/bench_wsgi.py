@@ -5,7 +5,8 @@
 Every variant serves ``GET /`` (a trivial view behind ``CommonMiddleware``) with the
 same browser-like headers. Allowed requests: no gate at all, Django's static
 ``ALLOWED_HOSTS`` (the allowed host last in the list: its worst case), hostguard with
-10 to 1,000,000 authorities, and a gate that makes one ORM query per request.
+10 to 1,000,000 authorities, and a gate that makes one ORM query per request; then
+hostguard and that gate again with a view that reads ``request.tenant`` (``GET /tenant``).
 Rejections: hostguard's 421, Django's ``DisallowedHost`` 400 (logged at ERROR through
 Django's default logging, as on a site that does not configure it), the ORM gate's
 404, and the floor: a fixed response from the first middleware.
@@ -82,7 +83,24 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
     orm = Variant(
         f"ORM gate ({label(reference)} authorities)", {"MIDDLEWARE": [ORM_GATE, COMMON]}, allowed, 200, scale=0.2
     )
-    allow_variants = [no_gate, static10, static10k, *gated.values(), orm]
+    # The same allowed request, to a view that reads request.tenant: from the snapshot, no query.
+    reads_tenant = Variant(
+        f"hostguard, {label(reference)} authorities, view reads request.tenant (pk, slug, name)",
+        {"MIDDLEWARE": [HOSTGUARD, COMMON]},
+        allowed,
+        200,
+        snapshot=snapshots[reference],
+        path="/tenant",
+    )
+    orm_reads_tenant = Variant(
+        f"ORM gate ({label(reference)} authorities), view reads request.tenant",
+        {"MIDDLEWARE": [ORM_GATE, COMMON]},
+        allowed,
+        200,
+        path="/tenant",
+        scale=0.2,
+    )
+    allow_variants = [no_gate, static10, static10k, *gated.values(), reads_tenant, orm, orm_reads_tenant]
 
     heading(
         f"allowed request, {rounds} interleaved rounds × {count} requests "
@@ -157,6 +175,10 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
     goal(f"allowed, Django's 10,000-host list vs hostguard {label(small)}", r >= 10, f"{r:.1f}× slower", "≥ 10×")
     r = common.ratio(allow, orm.name, gate_ref)
     goal(f"allowed, ORM gate vs hostguard {label(reference)}", r >= 1.5, f"{r:.2f}× slower", "≥ 1.5×")
+    r = common.ratio(allow, reads_tenant.name, gate_ref)
+    goal("allowed, a view reading request.tenant vs the plain allowed request", r <= 1.10, f"{r:.3f}×", "≤ 1.10×")
+    r = common.ratio(allow, orm_reads_tenant.name, reads_tenant.name)
+    print(f"info  allowed, a view reading request.tenant: the ORM gate vs hostguard: {r:.2f}× slower")
     r = common.ratio(refuse, refused[1].name, refused[0].name)
     goal("rejected, Django's 400 vs hostguard's 421", r >= 1.6, f"{r:.2f}× the cost", "≥ 1.6×")
     r = common.ratio(refuse, refused[0].name, floor_name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -20,7 +19,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
-from django.utils.functional import SimpleLazyObject, empty
 
 from hostguard import audit, responses, signals, sni
 from hostguard.conf import GateSettings, conf
@@ -29,7 +27,7 @@ from hostguard.decision import ALLOW, EXEMPT, HIDDEN, MALFORMED, UNAVAILABLE, De
 from hostguard.policy import policy
 from hostguard.snapshot import Snapshot
 from hostguard.sni import ENVIRON_KEY as SNI_ENVIRON_KEY
-from hostguard.tenants import tenant_from_snapshot
+from hostguard.tenants import LazyTenant
 
 
 class HostGuardMiddleware:
@@ -108,10 +106,9 @@ class HostGuardMiddleware:
         tenant_id = decision.tenant_id
         if tenant_id is not None and (decision.verdict == ALLOW or decision.reported):
             # request.tenant comes from the snapshot this decision was made with, when first read.
-            load = partial(tenant_from_snapshot, snapshot, tenant_id)
-            request.tenant = LazyTenant(load)  # type: ignore[attr-defined]
+            request.tenant = LazyTenant(snapshot, tenant_id)  # type: ignore[attr-defined]
             if decision.verdict == ALLOW and gate.host_alone and facts.sni is None:
-                remembered.remember(meta, decision, snapshot, load)
+                remembered.remember(meta, decision, snapshot)
         return decision
 
     def answer(self, request: HttpRequest, decision: Decision) -> HttpResponse | None:
@@ -147,11 +144,10 @@ def request_target(meta: dict[str, Any]) -> str | None:
 
 
 class RememberedAllow(NamedTuple):
-    """An allow decided in full, and what it needs to be handed out again."""
+    """An allow decided in full, and the snapshot it was decided with."""
 
     snapshot: Snapshot
     decision: Decision
-    load_tenant: Callable[[], Any]
 
 
 class RememberedAllows:
@@ -188,12 +184,10 @@ class RememberedAllows:
         if target and target[0] != "/":
             return False  # absolute-form: decided in full, against Host
         request.hostguard = entry.decision  # type: ignore[attr-defined]
-        request.tenant = LazyTenant(entry.load_tenant)  # type: ignore[attr-defined]
+        request.tenant = LazyTenant(snapshot, entry.decision.tenant_id)  # type: ignore[attr-defined, arg-type]
         return True
 
-    def remember(
-        self, meta: dict[str, Any], decision: Decision, snapshot: Snapshot | None, load_tenant: Callable[[], Any]
-    ) -> None:
+    def remember(self, meta: dict[str, Any], decision: Decision, snapshot: Snapshot | None) -> None:
         """Remember an allow decided in full from ``snapshot`` with Host alone."""
         raw = meta.get("HTTP_HOST")
         if raw is None or snapshot is None:
@@ -205,7 +199,7 @@ class RememberedAllows:
             # A new snapshot retires every entry: drop them, and the old snapshot with them.
             self.entries = {}
             self.snapshot = snapshot
-        self.entries[(raw, decision.scheme)] = RememberedAllow(snapshot, decision, load_tenant)
+        self.entries[(raw, decision.scheme)] = RememberedAllow(snapshot, decision)
 
     def clear(self, **kwargs: Any) -> None:
         self.entries = {}
@@ -214,19 +208,6 @@ class RememberedAllows:
 
 remembered = RememberedAllows()
 setting_changed.connect(remembered.clear, dispatch_uid="hostguard.remembered_allows")
-
-
-class LazyTenant(SimpleLazyObject):
-    """``request.tenant``: the allowed host's tenant, made from the snapshot on first use
-    (:func:`hostguard.tenants.tenant_from_snapshot`: no query)."""
-
-    # Not loaded yet. A class default instead of an instance attribute, and _setupfunc
-    # set past LazyObject's __setattr__ hook: SimpleLazyObject.__init__ costs more
-    # than the rest of the allow path.
-    _wrapped = empty
-
-    def __init__(self, func: Callable[[], Any]) -> None:
-        object.__setattr__(self, "_setupfunc", func)
 
 
 if hasattr(os, "register_at_fork"):

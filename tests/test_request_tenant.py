@@ -6,11 +6,14 @@ tests/orgs, whose fields ``plan``, ``seats`` and ``founded`` the snapshot also c
 
 from __future__ import annotations
 
+import copy
+import pickle
 from datetime import date
 from typing import Any
 
 import pytest
-from django.db.models.signals import post_init
+from django.db.models import DEFERRED
+from django.db.models.signals import post_init, pre_init
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, override_settings
 
@@ -160,7 +163,7 @@ def _from_db(values: dict[str, Any]) -> Any:
 
 def test_an_instance_is_what_from_db_makes() -> None:
     values = {"id": 7, "slug": "acme", "name": "Acme", "deployment_id": 3, "is_active": False}
-    made = tenants.instance(Tenant, "default", values)
+    made = tenants.fill(Tenant.__new__(Tenant), Tenant, "default", dict(values))
     expected = _from_db(values)
     assert type(made) is Tenant
     assert {k: v for k, v in made.__dict__.items() if k != "_state"} == {
@@ -172,17 +175,75 @@ def test_an_instance_is_what_from_db_makes() -> None:
     assert hash(made) == hash(expected)
 
 
-def test_post_init_receivers_see_every_instance() -> None:
+def test_init_signal_receivers_see_every_instance(rf: Any) -> None:
     seen: list[Any] = []
 
-    def receiver(sender: Any, instance: Any, **kwargs: Any) -> None:
-        seen.append(instance)
+    def receiver(sender: Any, instance: Any = None, args: Any = None, **kwargs: Any) -> None:
+        seen.append(instance if instance is not None else tuple(args))
 
     post_init.connect(receiver, sender=Tenant)
+    pre_init.connect(receiver, sender=Tenant)
     try:
-        made = tenants.instance(Tenant, "default", {"id": 7, "slug": "acme", "name": "Acme", "deployment_id": 3})
+        values = {"id": 7, "slug": "acme", "name": "Acme", "deployment_id": 3}
+        made = tenants.fill(Tenant.__new__(Tenant), Tenant, "default", dict(values))
+        expected = _from_db(values)
+        serve_tenant("acme", host="acme.example")
+        tenant = _pending(rf)
+        assert tenant.slug == "acme"
     finally:
         post_init.disconnect(receiver, sender=Tenant)
-    assert seen == [made]
-    assert made.slug == "acme"
+        pre_init.disconnect(receiver, sender=Tenant)
+    # pre_init gets the arguments from_db() gives Model.__init__ (its order, deferred ones marked).
+    assert seen[0] == seen[2]
+    assert seen[0][:4] == (7, "Acme", "acme", 3)
+    assert DEFERRED in seen[0]  # is_active (and a site's own fields) were not given
+    assert seen[1] is made
+    assert seen[3] is expected
+    assert seen[-1] is tenant  # the request's own object, become an instance
     assert not made._state.adding
+
+
+def _pending(rf: Any, host: str = "acme.example") -> Any:
+    seen: list[HttpRequest] = []
+    gate(seen)(rf.get("/", HTTP_HOST=host))
+    return seen[0].tenant  # type: ignore[attr-defined]
+
+
+def test_request_tenant_becomes_the_instance_when_first_used(rf: Any) -> None:
+    acme = serve_tenant("acme", host="acme.example")
+    tenant = _pending(rf)
+    assert type(tenant) is tenants.LazyTenant  # nothing made yet
+    assert isinstance(tenant, Tenant)
+    assert type(tenant) is tenants.LazyTenant  # isinstance() alone makes nothing
+    assert tenant.slug == "acme"
+    assert type(tenant) is Tenant  # the very object is the instance now
+    assert tenant == acme
+    assert tenant.get_deferred_fields() == _pending(rf).get_deferred_fields()
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda tenant, acme: tenant == acme,
+        lambda tenant, acme: hash(tenant) == hash(acme),
+        lambda tenant, acme: str(tenant) == str(acme),
+        lambda tenant, acme: repr(tenant) == repr(acme),
+        lambda tenant, acme: "slug" in dir(tenant),
+        lambda tenant, acme: pickle.loads(pickle.dumps(tenant)) == acme,
+        lambda tenant, acme: copy.copy(tenant) == acme,
+        lambda tenant, acme: f"{tenant}" == acme.name,
+    ],
+)
+def test_every_use_of_request_tenant_sees_the_instance(rf: Any, use: Any) -> None:
+    acme = serve_tenant("acme", host="acme.example")
+    assert use(_pending(rf), acme)
+
+
+def test_setting_an_attribute_first_sets_it_on_the_instance(rf: Any) -> None:
+    serve_tenant("acme", name="Acme", host="acme.example")
+    tenant = _pending(rf)
+    tenant.name = "Changed"
+    del tenant.slug  # as on any instance: the field is deferred again
+    assert type(tenant) is Tenant
+    assert tenant.name == "Changed"
+    assert "slug" in tenant.get_deferred_fields()

@@ -6,7 +6,8 @@ Every variant serves ``GET /`` (a trivial view behind ``CommonMiddleware``) with
 same browser-like headers. Allowed requests: no gate at all, Django's static
 ``ALLOWED_HOSTS`` (the allowed host last in the list: its worst case), hostguard with
 10 to 1,000,000 authorities, and a gate that makes one ORM query per request; then
-hostguard and that gate again with a view that reads ``request.tenant`` (``GET /tenant``).
+hostguard and that gate again with a view that reads ``request.tenant`` instead (at ``/``
+too: ``benchmarks/site_tenant.py``).
 Rejections: hostguard's 421, Django's ``DisallowedHost`` 400 (logged at ERROR through
 Django's default logging, as on a site that does not configure it), the ORM gate's
 404, and the floor: a fixed response from the first middleware.
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 
 from benchmarks import common
 from benchmarks.common import REJECTED_HOST, Variant, goal, heading
-from benchmarks.site import COMMON, FLOOR, HOSTGUARD, ORM_GATE, QUIET_FLOOR
+from benchmarks.site import COMMON, FLOOR, HOSTGUARD, ORM_GATE, QUIET_FLOOR, TENANT_URLCONF
 
 NEW_HOSTS = 20_000
 
@@ -86,18 +87,16 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
     # The same allowed request, to a view that reads request.tenant: from the snapshot, no query.
     reads_tenant = Variant(
         f"hostguard, {label(reference)} authorities, view reads request.tenant (pk, slug, name)",
-        {"MIDDLEWARE": [HOSTGUARD, COMMON]},
+        {"MIDDLEWARE": [HOSTGUARD, COMMON], "ROOT_URLCONF": TENANT_URLCONF},
         allowed,
         200,
         snapshot=snapshots[reference],
-        path="/tenant",
     )
     orm_reads_tenant = Variant(
         f"ORM gate ({label(reference)} authorities), view reads request.tenant",
-        {"MIDDLEWARE": [ORM_GATE, COMMON]},
+        {"MIDDLEWARE": [ORM_GATE, COMMON], "ROOT_URLCONF": TENANT_URLCONF},
         allowed,
         200,
-        path="/tenant",
         scale=0.2,
     )
     allow_variants = [no_gate, static10, static10k, *gated.values(), reads_tenant, orm, orm_reads_tenant]

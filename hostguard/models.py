@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.fields.related_descriptors import ForwardManyToOneDescriptor
 from django.utils.translation import gettext_lazy as _
 
 from hostguard import changes
@@ -135,6 +136,32 @@ def tenant_model_label() -> str:
     return value
 
 
+class _DeploymentDescriptor(ForwardManyToOneDescriptor):  # type: ignore[type-arg]
+    def get_object(self, instance: Any) -> Any:
+        # request.tenant (hostguard.tenants) carries the snapshot's deployment names on its
+        # state: its deployment is made from them on first access, with no query.
+        names = getattr(instance._state, "hostguard_deployments", None)
+        if names is not None:
+            deployment_id = getattr(instance, self.field.attname)
+            if deployment_id in names:
+                from hostguard.tenants import deployment_instance
+
+                return deployment_instance(deployment_id, names[deployment_id])
+        return super().get_object(instance)
+
+
+class DeploymentForeignKey(models.ForeignKey):  # type: ignore[type-arg]
+    """``AbstractTenant.deployment``: a plain ``ForeignKey`` to the deployment (and so in
+    migrations), whose ``request.tenant`` instances read their deployment from hostguard's
+    snapshot."""
+
+    forward_related_accessor_class = _DeploymentDescriptor
+
+    def deconstruct(self) -> Any:
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.ForeignKey", args, kwargs
+
+
 class TenantManager(models.Manager.from_queryset(PolicyQuerySet)):  # type: ignore[misc]
     """The tenant model's manager: its bulk writes reach the policy too.
 
@@ -156,7 +183,7 @@ class AbstractTenant(PolicyModel):
         unique=True,
         help_text=_("A short unique identifier: letters, digits, hyphens and underscores."),
     )
-    deployment = models.ForeignKey(
+    deployment = DeploymentForeignKey(
         Deployment,
         on_delete=models.PROTECT,
         related_name="tenants",

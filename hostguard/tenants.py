@@ -31,8 +31,6 @@ class Layout(NamedTuple):
     #: Attribute names of the values a :class:`~hostguard.snapshot.TenantRecord` carries,
     #: pk first, then slug, name, deployment, active and ``HOSTGUARD_TENANT_FIELDS``.
     attnames: tuple[str, ...]
-    #: Where the ``deployment`` relation keeps its cached instance.
-    deployment_cache: str
     deployment_model: type[Model]
     deployment_db: str
 
@@ -50,12 +48,10 @@ def layout() -> Layout:
         model = get_tenant_model()
         opts = model._meta
         names = ("slug", "name", "deployment", "is_active", *tenant_fields())
-        relation = opts.get_field("deployment")
         _layout = Layout(
             model,
             router.db_for_read(model),
             (opts.pk.attname, *(opts.get_field(name).attname for name in names)),  # type: ignore[union-attr]
-            relation.cache_name,
             Deployment,
             router.db_for_read(Deployment),
         )
@@ -66,78 +62,79 @@ class LazyTenant:
     """``request.tenant`` until a view first uses it; then it *becomes* the tenant.
 
     Making the instance costs about as much as a fiftieth of an allowed request, so it
-    is made only when a view reads the tenant. From then on this very object is an
+    is made only when a view uses the tenant. From then on this very object is an
     instance of the tenant model (its class and attributes are the instance's), so
     reading a field costs what it costs on any instance: no proxy in between. Before
     that, everything a view can do with it (read or set an attribute, compare, hash,
-    print, copy, pickle, ``isinstance``) makes the instance first.
+    print, copy, pickle) makes the instance first; ``isinstance()`` answers for the
+    class it will become.
     """
 
     def __init__(self, snapshot: Snapshot | None, tenant_id: int) -> None:
-        # Past __setattr__, which would make the instance.
         self.__dict__["_hostguard_source"] = (snapshot, tenant_id)
 
-    def _become(self) -> None:
-        snapshot, tenant_id = self.__dict__["_hostguard_source"]
-        shape = layout()
-        template = _template(snapshot, tenant_id, shape)
-        if template is None:
-            # A tenant the snapshot lacks (a report-mode request for a row deleted
-            # meanwhile): read from the database, as before snapshots carried tenants.
-            loaded = shape.model._default_manager.select_related("deployment").get(pk=tenant_id)
-            del self.__dict__["_hostguard_source"]
-            self.__dict__.update(loaded.__dict__)
-            _CLASS.__set__(self, type(loaded))
-            return
-        del self.__dict__["_hostguard_source"]
-        _make(self, shape, template)
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type:
-        # What isinstance() asks when type() does not answer: the class it will become.
-        return layout().model
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "_hostguard_source":
-            raise AttributeError(name)  # copy and pickle probe for it on a bare object
-        self._become()
+    def __getattribute__(self, name: str) -> Any:
+        # Only until the object has become the instance: from then on its class is the model.
+        if name == "__dict__":
+            return _DICT(self, name)
+        if name == "__class__":
+            return layout().model
+        _become(self)
         return getattr(self, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        self._become()
+        _become(self)
         setattr(self, name, value)
 
     def __delattr__(self, name: str) -> None:
-        self._become()
+        _become(self)
         delattr(self, name)
 
     def __eq__(self, other: object) -> bool:
-        self._become()
+        _become(self)
         return bool(self == other)
 
     def __hash__(self) -> int:
-        self._become()
+        _become(self)
         return hash(self)
 
     def __str__(self) -> str:
-        self._become()
+        _become(self)
         return str(self)
 
     def __repr__(self) -> str:
-        self._become()
+        _become(self)
         return repr(self)
 
     def __dir__(self) -> list[str]:
-        self._become()
+        _become(self)
         return dir(self)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        self._become()
+        _become(self)
         return self.__reduce_ex__(protocol)
 
 
-# object's own __class__ setter: LazyTenant's __class__ property hides it.
+def _become(pending: LazyTenant) -> None:
+    namespace = _DICT(pending, "__dict__")
+    snapshot, tenant_id = namespace["_hostguard_source"]
+    shape = layout()
+    template = _template(snapshot, tenant_id, shape)
+    if template is None:
+        # A tenant the snapshot lacks (a report-mode request for a row deleted meanwhile):
+        # read from the database, as before snapshots carried tenants.
+        loaded = shape.model._default_manager.select_related("deployment").get(pk=tenant_id)
+        del namespace["_hostguard_source"]
+        namespace.update(loaded.__dict__)
+        _CLASS.__set__(pending, type(loaded))
+    else:
+        del namespace["_hostguard_source"]
+        _make(pending, shape, template)
+
+
+# object's own __class__ setter and attribute lookup, which LazyTenant's hide.
 _CLASS: Any = object.__dict__["__class__"]
+_DICT = object.__getattribute__
 
 
 def tenant_from_snapshot(snapshot: Snapshot | None, tenant_id: int) -> Any:
@@ -151,10 +148,11 @@ def tenant_from_snapshot(snapshot: Snapshot | None, tenant_id: int) -> Any:
 
 
 class _Template(NamedTuple):
-    """A tenant's attribute values as its instances start, and its deployment's."""
+    """A tenant's attribute values as its instances start, and the deployment names its
+    ``deployment`` is made from."""
 
     tenant: dict[str, Any]
-    deployment: dict[str, Any] | None
+    deployments: dict[int, str]
 
 
 # The templates of the snapshot requests last asked for: snapshots are immutable, so a
@@ -184,22 +182,23 @@ def _new_template(snapshot: Snapshot | None, tenant_id: int, shape: Layout) -> _
         # HOSTGUARD_TENANT_FIELDS changed after this snapshot was read: its extra values
         # would land on the wrong fields, so leave them deferred.
         values = values[:5]
-    name = snapshot.deployments.get(record.deployment_id)  # type: ignore[union-attr]
-    deployment = None if name is None else {"id": record.deployment_id, "name": name}
-    return _Template(dict(zip(shape.attnames, values, strict=False)), deployment)
+    return _Template(dict(zip(shape.attnames, values, strict=False)), snapshot.deployments)  # type: ignore[union-attr]
 
 
 def _make(obj: Any, shape: Layout, template: _Template) -> Any:
-    fields_cache = None
-    if template.deployment is not None:
-        model = shape.deployment_model
-        deployment = fill(model.__new__(model), model, shape.deployment_db, template.deployment)
-        fields_cache = {shape.deployment_cache: deployment}
-    return fill(obj, shape.model, shape.db, template.tenant, fields_cache)
+    return fill(obj, shape.model, shape.db, template.tenant, template.deployments)
+
+
+def deployment_instance(deployment_id: int, name: str) -> Any:
+    """A new Deployment with its id and name (its description deferred): the ``deployment``
+    of an instance made here, made when first read (``hostguard.models``)."""
+    shape = layout()
+    model = shape.deployment_model
+    return fill(model.__new__(model), model, shape.deployment_db, {"id": deployment_id, "name": name})
 
 
 def fill(
-    obj: Any, model: type[Model], db: str, values: dict[str, Any], fields_cache: dict[str, Any] | None = None
+    obj: Any, model: type[Model], db: str, values: dict[str, Any], deployments: dict[int, str] | None = None
 ) -> Any:
     """Make ``obj`` what ``model.from_db(db, …)`` makes with only ``values`` loaded
     (attribute name → value; every other field deferred), and return it.
@@ -208,23 +207,31 @@ def fill(
     rest of an allowed request; this does what it does for a model's own fields —
     ``pre_init``, the state (not adding, read from ``db``), the values, ``post_init`` —
     without the work for arguments it never gets. ``obj`` is a bare ``model.__new__()``
-    or a :class:`LazyTenant`, which becomes an instance of ``model`` here;
-    ``fields_cache`` holds related instances already made. (Pinned by
-    tests/test_request_tenant.py against ``from_db()``.)
+    or a :class:`LazyTenant`, which becomes an instance of ``model`` here. A tenant
+    gets the snapshot's ``deployments`` names too, which its ``deployment`` is made
+    from when first read. (Pinned by tests/test_request_tenant.py against ``from_db()``.)
     """
-    signals = bool(pre_init.receivers or post_init.receivers)
-    if signals and pre_init.has_listeners(model):
+    state = ModelState()
+    namespace = obj.__dict__
+    if not (pre_init.receivers or post_init.receivers):  # no receiver for any model: the usual case
+        state.__dict__ = {"adding": False, "db": db}
+        if deployments is not None:
+            state.hostguard_deployments = deployments  # type: ignore[attr-defined]
+        namespace["_state"] = state
+        namespace.update(values)
+        if type(obj) is not model:
+            _CLASS.__set__(obj, model)
+        return obj
+    if pre_init.has_listeners(model):
         args = [values.get(field.attname, DEFERRED) for field in model._meta.concrete_fields]
         pre_init.send(sender=model, args=args, kwargs={})
-    state = ModelState()
-    if fields_cache is not None:
-        state.fields_cache = fields_cache
-    namespace = obj.__dict__
+    if deployments is not None:
+        state.hostguard_deployments = deployments  # type: ignore[attr-defined]
     namespace["_state"] = state
     namespace.update(values)
     if type(obj) is not model:
         _CLASS.__set__(obj, model)
-    if signals and post_init.has_listeners(model):
+    if post_init.has_listeners(model):
         post_init.send(sender=model, instance=obj)
     state.adding = False
     state.db = db

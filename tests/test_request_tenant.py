@@ -247,3 +247,19 @@ def test_setting_an_attribute_first_sets_it_on_the_instance(rf: Any) -> None:
     assert type(tenant) is Tenant
     assert tenant.name == "Changed"
     assert "slug" in tenant.get_deferred_fields()
+
+
+def test_the_deployment_comes_from_the_snapshot_only_for_request_tenant(
+    rf: Any, django_assert_num_queries: Any
+) -> None:
+    acme = serve_tenant("acme", host="acme.example")
+    remote = Deployment.objects.create(name="remote")
+    policy.refresh()  # the snapshot that knows "remote" too
+    tenant = _pending(rf)
+    with django_assert_num_queries(0):
+        assert tenant.deployment.name == "local"
+        tenant.deployment_id = remote.pk  # as a view may, before saving
+        assert tenant.deployment.name == "remote"
+    # An instance from the ORM reads its deployment from the database, as always.
+    with django_assert_num_queries(2):
+        assert Tenant.objects.get(pk=acme.pk).deployment.name == "local"

@@ -252,7 +252,7 @@ class AuthorityAdmin(GuardedAdmin):
 
     @admin.display(description=_("deployment"), ordering="tenant__deployment__name")
     def deployment(self, obj: Authority) -> str:
-        name = obj.tenant.deployment.name
+        name = str(obj.tenant.deployment.name)
         if name == conf.DEPLOYMENT:
             return gettext("%(deployment)s (this process)") % {"deployment": name}
         return name

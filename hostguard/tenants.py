@@ -211,30 +211,25 @@ def fill(
     gets the snapshot's ``deployments`` names too, which its ``deployment`` is made
     from when first read. (Pinned by tests/test_request_tenant.py against ``from_db()``.)
     """
-    state = ModelState()
-    namespace = obj.__dict__
-    if not (pre_init.receivers or post_init.receivers):  # no receiver for any model: the usual case
-        state.__dict__ = {"adding": False, "db": db}
-        if deployments is not None:
-            state.hostguard_deployments = deployments  # type: ignore[attr-defined]
-        namespace["_state"] = state
-        namespace.update(values)
-        if type(obj) is not model:
-            _CLASS.__set__(obj, model)
-        return obj
-    if pre_init.has_listeners(model):
+    signals = bool(pre_init.receivers or post_init.receivers)
+    if signals and pre_init.has_listeners(model):
         args = [values.get(field.attname, DEFERRED) for field in model._meta.concrete_fields]
         pre_init.send(sender=model, args=args, kwargs={})
+    state = ModelState()
+    # from_db() marks the state after post_init; with no receiver, nobody sees the order.
+    state.__dict__ = {} if signals else {"adding": False, "db": db}
     if deployments is not None:
         state.hostguard_deployments = deployments  # type: ignore[attr-defined]
+    namespace = obj.__dict__
     namespace["_state"] = state
     namespace.update(values)
     if type(obj) is not model:
         _CLASS.__set__(obj, model)
-    if post_init.has_listeners(model):
-        post_init.send(sender=model, instance=obj)
-    state.adding = False
-    state.db = db
+    if signals:
+        if post_init.has_listeners(model):
+            post_init.send(sender=model, instance=obj)
+        state.adding = False
+        state.db = db
     return obj
 
 

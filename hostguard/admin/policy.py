@@ -86,8 +86,22 @@ def delete_selected(modeladmin: GuardedAdmin, request: HttpRequest, queryset: Qu
 class GuardedAdmin(admin.ModelAdmin):
     """Hands the request to forms and guards deletes, so no write locks staff out."""
 
+    #: The lookup that finds rows by a host searched for as a URL, or in Unicode.
+    host_search = ""
+
     def deletion_edit(self, ids: Sequence[Any]) -> lockout.Edit:
         raise NotImplementedError
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        host = search_host(search_term) if self.host_search else None
+        if host:
+            found = found | queryset.filter(**{self.host_search: host})
+            # Through a relation (a tenant's hosts), a row can match more than once.
+            may_have_duplicates = may_have_duplicates or self.host_search.count("__") > 1
+        return found, may_have_duplicates
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
@@ -157,8 +171,20 @@ class GuardedAdmin(admin.ModelAdmin):
             self.message_user(request, freshness_note(), messages.INFO)
         return response
 
-    def set_active(self, request: HttpRequest, queryset: QuerySet[Any], active: bool, edit: lockout.Edit) -> None:
-        message = lockout.refusal(request, edit)
+    def activation_edit(self, ids: Sequence[Any], active: bool) -> lockout.Edit:
+        raise NotImplementedError
+
+    @admin.action(description=_("Activate selected %(verbose_name_plural)s"), permissions=["change"])
+    def activate(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self.set_active(request, queryset, True)
+
+    @admin.action(description=_("Deactivate selected %(verbose_name_plural)s"), permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self.set_active(request, queryset, False)
+
+    def set_active(self, request: HttpRequest, queryset: QuerySet[Any], active: bool) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        message = lockout.refusal(request, self.activation_edit(ids, active))
         if message:
             self.message_user(request, message, messages.ERROR)
             return
@@ -228,6 +254,7 @@ class AuthorityAdmin(GuardedAdmin):
         (_("Stored as"), {"fields": ["stored_as", "unicode_authority", "created_at", "updated_at"]}),
     ]
     actions = [delete_selected, "activate", "deactivate"]
+    host_search = "host__icontains"
 
     def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
         # A search box for the tenant where the tenant model's admin can answer it (a
@@ -266,27 +293,11 @@ class AuthorityAdmin(GuardedAdmin):
         )
         return [check, *super().get_urls()]
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Authority], search_term: str
-    ) -> tuple[QuerySet[Authority], bool]:
-        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        host = search_host(search_term)
-        if host:
-            found = found | queryset.filter(host__icontains=host)
-        return found, may_have_duplicates
-
     def deletion_edit(self, ids: Sequence[Any]) -> lockout.Edit:
         return lockout.delete_authorities(ids)
 
-    @admin.action(description=_("Activate selected authorities"), permissions=["change"])
-    def activate(self, request: HttpRequest, queryset: QuerySet[Authority]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        self.set_active(request, queryset, True, lockout.update_authorities(ids, active=True))
-
-    @admin.action(description=_("Deactivate selected authorities"), permissions=["change"])
-    def deactivate(self, request: HttpRequest, queryset: QuerySet[Authority]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        self.set_active(request, queryset, False, lockout.update_authorities(ids, active=False))
+    def activation_edit(self, ids: Sequence[Any], active: bool) -> lockout.Edit:
+        return lockout.update_authorities(ids, active=active)
 
 
 @admin.register(HostCheck)

@@ -34,7 +34,7 @@ from django.utils.translation import gettext_lazy as _
 from hostguard.admin import lockout, moving
 from hostguard.admin.forms import TenantForm
 from hostguard.admin.inline import AuthorityInlineForm, AuthorityInlineFormSet
-from hostguard.admin.policy import GuardedAdmin, count_of, delete_selected, search_host
+from hostguard.admin.policy import GuardedAdmin, count_of, delete_selected
 from hostguard.models import AbstractTenant, Authority, Tenant
 
 
@@ -80,6 +80,7 @@ class TenantAdmin(GuardedAdmin):
     list_select_related = ["deployment"]
     prepopulated_fields = {"slug": ["name"]}
     actions = [delete_selected, move_to_deployment, "activate", "deactivate"]
+    host_search = "authorities__host__icontains"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AbstractTenant]:
         queryset: QuerySet[AbstractTenant] = super().get_queryset(request)
@@ -90,28 +91,11 @@ class TenantAdmin(GuardedAdmin):
         url = reverse("admin:hostguard_authority_changelist", current_app=self.admin_site.name)
         return format_html('<a href="{}?tenant__id__exact={}">{}</a>', url, obj.pk, obj.host_count)
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
-    ) -> tuple[QuerySet[Any], bool]:
-        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        host = search_host(search_term)
-        if host:
-            found = found | queryset.filter(authorities__host__icontains=host)
-            may_have_duplicates = True
-        return found, may_have_duplicates
-
     def deletion_edit(self, ids: Sequence[Any]) -> lockout.Edit:
         return lockout.delete_tenants(ids)
 
-    @admin.action(description=_("Activate selected tenants"), permissions=["change"])
-    def activate(self, request: HttpRequest, queryset: QuerySet[AbstractTenant]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        self.set_active(request, queryset, True, lockout.update_tenants(ids, active=True))
-
-    @admin.action(description=_("Deactivate (suspend) selected tenants"), permissions=["change"])
-    def deactivate(self, request: HttpRequest, queryset: QuerySet[AbstractTenant]) -> None:
-        ids = list(queryset.values_list("pk", flat=True))
-        self.set_active(request, queryset, False, lockout.update_tenants(ids, active=False))
+    def activation_edit(self, ids: Sequence[Any], active: bool) -> lockout.Edit:
+        return lockout.update_tenants(ids, active=active)
 
 
 if Tenant._meta.swapped is None:

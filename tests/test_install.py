@@ -82,10 +82,15 @@ _FENCE = re.compile(r"^(?P<indent> *)```(?P<language>[\w-]*)\n(?P<body>.*?)^(?P=
 
 def install_steps() -> list[Block]:
     """The fenced blocks of the README's "Install into your site" list, in order."""
-    text = README.read_text()
-    start, end = "<!-- install-steps:start -->", "<!-- install-steps:end -->"
-    assert text.count(start) == 1, "README.md lost its install-steps:start marker"
-    assert text.count(end) == 1, "README.md lost its install-steps:end marker"
+    return marked_blocks(README, "install-steps")
+
+
+def marked_blocks(path: Path, marker: str) -> list[Block]:
+    """The fenced blocks between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` of ``path``."""
+    text = path.read_text()
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    assert text.count(start) == 1, f"{path.name} lost its {marker}:start marker"
+    assert text.count(end) == 1, f"{path.name} lost its {marker}:end marker"
     section = text[text.index(start) : text.index(end)]
     blocks = []
     for match in _FENCE.finditer(section):
@@ -219,6 +224,18 @@ def check_contents(sdist: Path, wheel: Path) -> None:
 # --- processes ------------------------------------------------------------------------
 
 
+def new_venv(venv: Path) -> tuple[str, dict[str, str], list[str]]:
+    """A fresh virtualenv: its python, the environment to run its programs in, and a pip
+    command that installs into it (pip runs from here: the venv holds only what it is given)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    python = str(venv / "bin" / "python")
+    return (
+        python,
+        clean_environment(venv),
+        [sys.executable, "-m", "pip", "--python", python, "--disable-pip-version-check"],
+    )
+
+
 def clean_environment(venv: Path) -> dict[str, str]:
     env = {
         key: value
@@ -272,25 +289,30 @@ def serving(argv: list[str], cwd: Path, env: dict[str, str], port: int, log: Pat
 
 def status_of(port: int, target: str, headers: list[tuple[str, str]]) -> int:
     """The status a raw HTTP/1.1 request gets; headers are sent byte for byte as given."""
+    return response_of(port, target, headers)[0]
+
+
+def response_of(port: int, target: str, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
+    """The status and body a raw HTTP/1.1 request gets (the server closes the connection)."""
     lines = [f"GET {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers), "Connection: close", "", ""]
     with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
         sock.sendall("\r\n".join(lines).encode("latin-1"))
         response = b""
-        while b"\r\n" not in response:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
+        while chunk := sock.recv(65536):
             response += chunk
-    status_line = response.split(b"\r\n", 1)[0].decode("latin-1")
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
     assert status_line.startswith("HTTP/1.1 "), status_line
-    return int(status_line.split()[1])
+    return int(status_line.split()[1]), body
 
 
 def curl(command: Command, port: int) -> str:
-    """What ``curl -s -o /dev/null -w '%{http_code}\\n' -H … URL`` prints, without curl."""
+    """What ``curl -s -o /dev/null -w '%{http_code}\\n' -H … URL`` prints (or, without ``-o``
+    and ``-w``, ``curl -s -H … URL``: the body), without curl."""
     argv = command.argv[1:]
     headers: list[tuple[str, str]] = []
     url = None
+    status_only = False
     while argv:
         option = argv.pop(0)
         if option == "-H":
@@ -298,6 +320,7 @@ def curl(command: Command, port: int) -> str:
             headers.append((name.strip(), value.strip()))
         elif option in ("-o", "-w"):
             assert (option, argv.pop(0)) in (("-o", "/dev/null"), ("-w", "%{http_code}\\n")), command
+            status_only = True
         elif option == "-s":
             continue
         else:
@@ -310,7 +333,8 @@ def curl(command: Command, port: int) -> str:
     assert parts.hostname == LOOPBACK, command
     if not any(name.lower() == "host" for name, _ in headers):
         headers.insert(0, ("Host", f"{LOOPBACK}:{port}"))
-    return str(status_of(port, parts.path or "/", headers))
+    status, body = response_of(port, parts.path or "/", headers)
+    return str(status) if status_only else body.decode()
 
 
 # --- the end-to-end test --------------------------------------------------------------
@@ -326,11 +350,7 @@ def test_install_into_a_new_site_following_the_readme(tmp_path: Path) -> None:
     timings["build"] = time.monotonic() - started
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
-    python = str(venv / "bin" / "python")
-    env = clean_environment(venv)
-    # The venv's own packages only: pip runs from here, but installs into the venv.
-    pip = [sys.executable, "-m", "pip", "--python", python, "--disable-pip-version-check"]
+    python, env, pip = new_venv(venv)
 
     workdir = tmp_path / "work"
     workdir.mkdir()

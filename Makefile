@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: install run password test lint typecheck docs pytest bench clean
+.PHONY: install run password test lint typecheck docs pytest pytest-swapped bench clean
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,7 @@ password: install
 	$(PY) manage.py migrate --noinput --verbosity 0
 	$(PY) -m project.bootstrap --new-password
 
-test: install lint typecheck docs pytest
+test: install lint typecheck docs pytest pytest-swapped
 
 lint:
 	$(BIN)/ruff check .
@@ -42,6 +42,13 @@ docs: install
 
 pytest:
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The tests of what follows the tenant model, again with a site's own one (tests/orgs:
+# HOSTGUARD_TENANT_MODEL = "orgs.Organization"); its end-to-end tests are in the run above.
+SWAPPED_TESTS := tenant_model request_tenant site_testing middleware fast_paths policy deltas models \
+	admin audit_admin commands from_allowed_hosts
+pytest-swapped:
+	$(BIN)/pytest -q --ds=tests.settings_swapped -m "not e2e and not browser" $(SWAPPED_TESTS:%=tests/test_%.py)
 
 # Benchmarks: figures and goals (docs/performance.md). QUICK=1: a smoke run.
 bench: install

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from django.apps import apps
 from django.core.signals import setting_changed
 from django.db import router
 from django.db.models import DEFERRED, Model
@@ -238,6 +239,10 @@ def _clear(*, setting: str, **kwargs: Any) -> None:
     if setting.startswith("HOSTGUARD_") or setting == "DATABASE_ROUTERS":
         _layout = None
         _templates = (None, {})
+    if setting == "HOSTGUARD_TENANT_MODEL":
+        # Which model is swapped out decides the relations Django caches (reverse
+        # accessors, cascades): forget them, as Django does when AUTH_USER_MODEL changes.
+        apps.clear_cache()
 
 
 setting_changed.connect(_clear, dispatch_uid="hostguard.tenants.layout")

@@ -13,7 +13,7 @@ class Organization(AbstractTenant):
     billing_email = models.EmailField(blank=True, help_text="Where invoices go.")
     # Carried by the snapshot (HOSTGUARD_TENANT_FIELDS): reading them costs no query.
     plan = models.CharField(max_length=20, blank=True, default="free", help_text="The plan the tenant pays for.")
-    seats = models.PositiveIntegerField(default=5, help_text="How many people may sign in.")
+    seats = models.PositiveIntegerField(null=True, blank=True, default=5, help_text="How many people may sign in.")
     founded = models.DateField(null=True, blank=True, help_text="When the customer signed up.")
     # Not carried: loaded from the database when a view first reads them.
     notes = models.TextField(blank=True, help_text="Anything staff should know.")

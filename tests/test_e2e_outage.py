@@ -76,6 +76,16 @@ def test_running_servers_answer_from_their_last_snapshot(outage: Outage) -> None
         cut_at = time.monotonic()
         while time.monotonic() - cut_at < 3.5 * REFRESH:
             assert statuses(server, "acme.example") == {200}
+            # Views that read request.tenant keep answering: it comes from the snapshot.
+            assert statuses(server, "acme.example", "/api/whoami") == {200}
+            tenants = concurrent_requests(
+                server.port, [http_request("GET", "/api/tenant", host="acme.example")] * WORKERS
+            )
+            for response in tenants:
+                assert response.status == 200
+                tenant = response.json()["tenant"]
+                assert isinstance(tenant.pop("id"), int)
+                assert tenant == {"slug": "acme", "name": "Acme", "active": True, "deployment": "eu-1"}
             assert statuses(server, "globex.example") == {421}
             assert statuses(server, "evil.example") == {421}
             assert statuses(server, "a..b") == {400}

@@ -1,12 +1,13 @@
 """``request.tenant``: an instance of the tenant model made from the snapshot, with no query.
 
 The snapshot carries each tenant's pk, slug, name, deployment and active flag, and
-the fields ``HOSTGUARD_TENANT_FIELDS`` lists. :func:`tenant_from_snapshot` makes an
-instance from those values the way Django makes one from an ``only()`` queryset:
-reading them costs nothing, every other field is deferred and loads on first access,
-and ``deployment`` is already there (a Deployment made from the snapshot's names,
-its ``description`` deferred). Every call makes new instances, so a view that changes
-its tenant object changes nobody else's.
+the fields ``HOSTGUARD_TENANT_FIELDS`` lists. An instance is made from those values
+the way Django makes one from an ``only()`` queryset: reading them costs nothing,
+every other field is deferred and loads on first access, and ``deployment`` is made
+from the snapshot's deployment names when first read (its ``description`` deferred;
+``hostguard.models.DeploymentForeignKey``). ``request.tenant`` is a
+:class:`LazyTenant`, which becomes such an instance when a view first uses it; each
+request gets its own, so a view that changes its tenant object changes nobody else's.
 """
 
 from __future__ import annotations

@@ -157,20 +157,20 @@ def test_an_exit_that_cannot_write_says_exactly_what_is_lost(caplog: pytest.LogC
 @pytest.mark.django_db(transaction=True)
 def test_an_exit_deadline_holds_while_the_writer_thread_is_stuck(caplog: pytest.LogCaptureFixture) -> None:
     writer_ = Recorder()
-    with override_settings(HOSTGUARD_AUDIT_FLUSH_SECONDS=0.2), table_locked(release_after=8):
-        with caplog.at_level(logging.INFO):
-            record(writer_, 6, hosts=3)  # the thread takes these, and waits on the lock
-            time.sleep(0.6)
-            assert writer_.pending() == (0, 0)
-            record(writer_, 4, hosts=4)  # these wait in the buffer
-            started = time.monotonic()
-            writer_.shutdown(deadline=started + 0.5)
-            assert 0.45 <= time.monotonic() - started < 1.0
-            (lost,) = audit_lines(caplog, "exiting without writing")
-            assert (lost.dropped, lost.dropped_rows) == (10, 7)  # type: ignore[attr-defined]
-            assert "did not answer before the exit deadline" in lost.getMessage()
-            # The stuck write then times out (2 s): it is not retried, nor said to be.
-            time.sleep(2.0)
+    locked = table_locked(release_after=8)
+    with override_settings(HOSTGUARD_AUDIT_FLUSH_SECONDS=0.2), locked, caplog.at_level(logging.INFO):
+        record(writer_, 6, hosts=3)  # the thread takes these, and waits on the lock
+        time.sleep(0.6)
+        assert writer_.pending() == (0, 0)
+        record(writer_, 4, hosts=4)  # these wait in the buffer
+        started = time.monotonic()
+        writer_.shutdown(deadline=started + 0.5)
+        assert 0.45 <= time.monotonic() - started < 1.0
+        (lost,) = audit_lines(caplog, "exiting without writing")
+        assert (lost.dropped, lost.dropped_rows) == (10, 7)  # type: ignore[attr-defined]
+        assert "did not answer before the exit deadline" in lost.getMessage()
+        # The stuck write then times out (2 s): it is not retried, nor said to be.
+        time.sleep(2.0)
     assert len(audit_lines(caplog, "exiting without writing")) == 1
     assert not [r for r in caplog.records if "retried" in r.getMessage()]
     assert MismatchLog.objects.count() == 0

@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import replace
 
 import pytest
-from django.test import Client, RequestFactory
+from django.test import Client, override_settings
 
 from hostguard import audit
 from hostguard.audit import recorder
-from hostguard.decision import MISDIRECTED, SNI_MISMATCH, Decision
-from hostguard.models import MismatchLog
+from hostguard.models import Authority, Deployment, MismatchLog, Tenant
 
 pytestmark = pytest.mark.django_db
 
@@ -85,15 +83,23 @@ def test_one_more_mismatch_is_summarised_in_the_singular(caplog: pytest.LogCaptu
     assert "most frequent: evil.example unknown_host ×1" in summary.getMessage()
 
 
+@pytest.fixture
+def sites() -> None:
+    deployment = Deployment.objects.create(name="local")
+    for slug in ("acme", "globex"):
+        tenant = Tenant.objects.create(name=slug.title(), slug=slug, deployment=deployment)
+        Authority.objects.create(tenant=tenant, host=f"{slug}.example")
+
+
+@pytest.mark.usefixtures("sites")
+@override_settings(HOSTGUARD_SNI_HEADER="X-Forwarded-SNI", HOSTGUARD_TRUSTED_PROXIES=["127.0.0.1"])
 def test_an_sni_mismatch_keeps_the_first_sni_name_in_its_row_and_line(
-    rf: RequestFactory, caplog: pytest.LogCaptureFixture
+    client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    decision = Decision(
-        MISDIRECTED, SNI_MISMATCH, "acme.example", 443, "https", tenant_slug="acme", sni="globex.example"
-    )
     with caplog.at_level(logging.WARNING):
-        audit.mismatch(rf.get("/first", HTTP_HOST="acme.example", secure=True), decision)
-        audit.mismatch(rf.get("/second", HTTP_HOST="acme.example", secure=True), replace(decision, sni="other.example"))
+        for path, sni in (("/first", "globex.example"), ("/second", "other.example")):
+            response = client.get(path, headers={"host": "acme.example", "x-forwarded-sni": sni})
+            assert response.status_code == 421
     (line,) = mismatch_lines(caplog)
     _, fields = fields_of(line)
     assert (fields["host"], fields["tenant"], fields["sni"]) == ("acme.example", "acme", "globex.example")
@@ -103,11 +109,13 @@ def test_an_sni_mismatch_keeps_the_first_sni_name_in_its_row_and_line(
     assert (row.reason, row.count, row.path, row.sni) == ("sni_mismatch", 2, "/first", "globex.example")
 
 
-def test_a_hostile_sni_name_is_escaped_and_bounded(rf: RequestFactory, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.usefixtures("sites")
+@override_settings(HOSTGUARD_SNI_HEADER="X-Forwarded-SNI", HOSTGUARD_TRUSTED_PROXIES=["127.0.0.1"])
+def test_a_hostile_sni_name_is_escaped_and_bounded(client: Client, caplog: pytest.LogCaptureFixture) -> None:
     hostile = "a\x1b b=" + "x" * 400
-    decision = Decision(MISDIRECTED, SNI_MISMATCH, "acme.example", 443, "https", sni=hostile)
     with caplog.at_level(logging.WARNING):
-        audit.mismatch(rf.get("/", HTTP_HOST="acme.example", secure=True), decision)
+        response = client.get("/", headers={"host": "acme.example", "x-forwarded-sni": hostile})
+        assert response.status_code == 421
     (line,) = mismatch_lines(caplog)
     _, fields = fields_of(line)
     assert fields["sni"].startswith("a\\x1b b=xxx")

@@ -114,7 +114,8 @@ def mismatch(request: HttpRequest, decision: Decision) -> None:
             clean(request.path, MAX_PATH),
             clean(meta.get("REMOTE_ADDR") or "", MAX_REMOTE_ADDR),
             clean(meta.get("HTTP_USER_AGENT") or "", MAX_USER_AGENT),
-            clean(decision.sni, MAX_SNI) if decision.sni else "",
+            # Escaped and bounded where it was read, as the host is (hostguard.decide).
+            decision.sni[:MAX_SNI],
             enforced=not decision.reported,
         )
     except Exception:

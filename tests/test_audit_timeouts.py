@@ -76,7 +76,7 @@ def test_a_flush_leaves_the_connection_as_the_site_configured_it() -> None:
 
 
 @pytest.mark.postgresql
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_statement_held_by_a_lock_gives_up_after_the_timeout(caplog: pytest.LogCaptureFixture) -> None:
     writer_ = Recorder()
     record(writer_, 4)
@@ -102,7 +102,7 @@ def test_a_statement_held_by_a_lock_gives_up_after_the_timeout(caplog: pytest.Lo
 
 
 @pytest.mark.postgresql
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_write_that_overruns_is_reported_while_it_waits_then_when_it_ends(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,7 +129,7 @@ def test_a_write_that_overruns_is_reported_while_it_waits_then_when_it_ends(
     assert MismatchLog.objects.count() == 2
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_an_exit_that_cannot_write_says_exactly_what_is_lost(caplog: pytest.LogCaptureFixture) -> None:
     writer_ = Recorder()
     record(writer_, 7, hosts=2)
@@ -154,7 +154,7 @@ def test_an_exit_that_cannot_write_says_exactly_what_is_lost(caplog: pytest.LogC
 
 
 @pytest.mark.postgresql
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_an_exit_deadline_holds_while_the_writer_thread_is_stuck(caplog: pytest.LogCaptureFixture) -> None:
     writer_ = Recorder()
     locked = table_locked(release_after=8)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from functools import cached_property
 from typing import NamedTuple
 
 from hostguard.audit.log import Sample, Throttle
 from hostguard.conf import conf
-from hostguard.models import MismatchLog
 
 #: While the database is unavailable, a process keeps at most this many times
 #: ``HOSTGUARD_AUDIT_MAX_KEYS`` rows in memory.
@@ -110,6 +110,18 @@ class Buffer:
         self.lock = threading.Lock()
         self._clear()
 
+    @cached_property
+    def overflow_host(self) -> str:
+        """``MismatchLog.OVERFLOW_HOST``, read once it is needed.
+
+        Not at import: hostguard.audit is imported (by the middleware) before the app
+        registry is ready, and must not stop a site without hostguard in
+        ``INSTALLED_APPS`` from hearing why.
+        """
+        from hostguard.models import MismatchLog
+
+        return MismatchLog.OVERFLOW_HOST
+
     def _clear(self) -> None:
         self.pending: dict[Key, Entry] = {}
         self.windows: dict[tuple[str, int], Window] = {}
@@ -159,7 +171,7 @@ class Buffer:
             if len(window.keys) < max_keys:
                 window.keys.add(ident)
             else:
-                host, port, scheme, tenant_id = MismatchLog.OVERFLOW_HOST, None, "", None
+                host, port, scheme, tenant_id = self.overflow_host, None, "", None
         key: Key = (window.deployment, reason, host, port, scheme, window.start)
         entry = self.pending.get(key)
         if entry is None:
@@ -167,7 +179,7 @@ class Buffer:
             if len(self.pending) >= limit:
                 # The database has been failing for a while: fold into the window's
                 # overflow row while there is room for it, else drop and count.
-                key = (window.deployment, reason, MismatchLog.OVERFLOW_HOST, None, "", window.start)
+                key = (window.deployment, reason, self.overflow_host, None, "", window.start)
                 entry = self.pending.get(key)
                 if entry is None:
                     if len(self.pending) >= limit + OVERFLOW_SLACK:

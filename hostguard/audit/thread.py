@@ -26,7 +26,6 @@ from django.db import close_old_connections, connections
 from hostguard.audit import log, writer
 from hostguard.audit.buffer import Buffer, Entry, Key, Window
 from hostguard.conf import conf
-from hostguard.models import MismatchLog
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -106,9 +105,13 @@ class Recorder:
         if added.log_line:
             log.event(enforced, deployment, reason, host, port, scheme, tenant_slug, sample)
         for window in added.summaries:
-            _summarise(window)
+            self._summarise(window)
         if added.stored and self._thread is None and not self._stopping:
             self._start()
+
+    def _summarise(self, window: Window) -> None:
+        start = writer.as_datetime(window.start)
+        log.summary(window.deployment, start, window.width, window.throttle, self.buffer.overflow_host)
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -139,7 +142,7 @@ class Recorder:
                 items = sorted(batch.pending.items(), key=writer.lock_order)
                 self._inflight, self._committed = items, 0
             for window in batch.summaries:
-                _summarise(window)
+                self._summarise(window)
             if batch.dropped:
                 log.buffer_full(batch.dropped, self.buffer.dropped)
             for window_key in [window_key for window_key in self._written if window_key not in batch.live]:
@@ -336,9 +339,3 @@ class Recorder:
             self._init_state()
             if thread is not None and thread.is_alive():
                 self._thread = thread
-
-
-def _summarise(window: Window) -> None:
-    log.summary(
-        window.deployment, writer.as_datetime(window.start), window.width, window.throttle, MismatchLog.OVERFLOW_HOST
-    )

@@ -35,10 +35,13 @@ from django.utils import timezone
 from hostguard.audit.buffer import Entry, Key
 from hostguard.audit.log import internal_logger
 from hostguard.conf import conf
-from hostguard.models import MismatchLog, Tenant
 
+# The models are imported where they are used, never at import: hostguard.audit is
+# imported (by the middleware) before the app registry is ready.
 if TYPE_CHECKING:
     from django.db.models import Manager
+
+    from hostguard.models import MismatchLog
 
 #: Rows written per transaction.
 BATCH_SIZE = 500
@@ -149,6 +152,8 @@ _LEAST_GREATEST = {"sqlite": ("MIN", "MAX"), "postgresql": ("LEAST", "GREATEST")
 def _update_sql(connection: Any, null_port: bool) -> str:
     statement = _UPDATE_SQL.get((connection.vendor, null_port))
     if statement is None:
+        from hostguard.models import MismatchLog
+
         least, greatest = _LEAST_GREATEST[connection.vendor]
 
         def column(name: str) -> str:
@@ -296,6 +301,8 @@ def write(chunk: list[tuple[Key, Entry]], written: Written | None = None, timeou
     statement, and key by key if one of their rows has gone. ``timeout``: seconds each
     statement may take (:func:`timeout_seconds` by default).
     """
+    from hostguard.models import MismatchLog
+
     using = router.db_for_write(MismatchLog)
     manager = MismatchLog._default_manager.db_manager(using)
     connection = connections[using]
@@ -314,11 +321,12 @@ def _update_rows(
 ) -> Fresh:
     """Add to the rows that exist; the keys that have none yet."""
     fresh: Fresh = {}
+    overflow_host = manager.model.OVERFLOW_HOST
     # Overflow rows carry no tenant: they need no tenant lookup.
     no_tenants: set[int] = set()
 
     def write_one(key: Key, entry: Entry) -> None:
-        if key[2] == MismatchLog.OVERFLOW_HOST:
+        if key[2] == overflow_host:
             _upsert(manager, using, key, entry, no_tenants)
         elif not _update(manager, key, entry):
             fresh.setdefault((key[0], key[5]), []).append((key, entry))
@@ -343,6 +351,9 @@ def _update_rows(
 
 
 def _insert_rows(manager: Manager[MismatchLog], using: str, fresh: Fresh) -> None:
+    from hostguard.models import Tenant
+
+    overflow_host = manager.model.OVERFLOW_HOST
     # A tenant deleted since the event was recorded must not fail the whole batch.
     wanted = {entry.tenant_id for new in fresh.values() for _, entry in new if entry.tenant_id is not None}
     tenants = set(Tenant._default_manager.using(using).filter(pk__in=wanted).values_list("pk", flat=True))
@@ -350,15 +361,13 @@ def _insert_rows(manager: Manager[MismatchLog], using: str, fresh: Fresh) -> Non
     for (deployment, start), new in fresh.items():
         # The key cap holds across processes: each one only knows its own keys.
         used = (
-            manager.filter(deployment=deployment, window_start=as_datetime(start))
-            .exclude(host=MismatchLog.OVERFLOW_HOST)
-            .count()
+            manager.filter(deployment=deployment, window_start=as_datetime(start)).exclude(host=overflow_host).count()
         )
         room = max(0, max_keys - used)
         _create(manager, using, new[:room], tenants)
         overflow: dict[Key, Entry] = {}
         for key, entry in new[room:]:
-            folded: Key = (deployment, key[1], MismatchLog.OVERFLOW_HOST, None, "", start)
+            folded: Key = (deployment, key[1], overflow_host, None, "", start)
             # Never change the batch's own entries: a failed batch goes back to the buffer.
             if folded in overflow:
                 overflow[folded].merge(entry)
@@ -370,6 +379,8 @@ def _insert_rows(manager: Manager[MismatchLog], using: str, fresh: Fresh) -> Non
 
 def close_connection() -> None:
     """Close the writer's connection after a failure, unless a transaction is using it."""
+    from hostguard.models import MismatchLog
+
     try:
         connection = connections[router.db_for_write(MismatchLog)]
         # Inside an atomic block (a test's transaction) closing would break it.
@@ -381,6 +392,8 @@ def close_connection() -> None:
 
 def prune(days: int, batch_size: int = 1000) -> int:
     """Delete rows last seen more than ``days`` days ago (``0``: every row); the number deleted."""
+    from hostguard.models import MismatchLog
+
     rows = MismatchLog._default_manager.all()
     if days > 0:
         rows = rows.filter(last_seen__lt=timezone.now() - timedelta(days=days))

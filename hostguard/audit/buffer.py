@@ -31,6 +31,8 @@ SUMMARY_GRACE = 2.0
 
 # (deployment, reason, host, port, scheme, window start as a Unix time)
 Key = tuple[str, str, str, int | None, str, int]
+# (deployment, reason, host, port, scheme): what was refused, and where.
+Refusal = tuple[str, str, str, int | None, str]
 
 
 class Entry:
@@ -129,18 +131,9 @@ class Buffer:
         self.dropped_reported = 0
         self.last_drop_report = float("-inf")
 
-    def add(
-        self,
-        deployment: str,
-        reason: str,
-        host: str,
-        port: int | None,
-        scheme: str,
-        tenant_id: int | None,
-        sample: Sample,
-        now: float,
-    ) -> Added:
+    def add(self, refusal: Refusal, tenant_id: int | None, sample: Sample, now: float) -> Added:
         """Count one event."""
+        deployment, reason, host, port, scheme = refusal
         width, max_keys, store = conf.audit_limits
         start = int(now // width) * width
         summaries: list[Window] = []

@@ -101,7 +101,7 @@ class Recorder:
         if now is None:
             now = time.time()
         sample = (method, path, remote_addr, user_agent, sni)
-        added = self.buffer.add(deployment, reason, host, port, scheme, tenant_id, sample, now)
+        added = self.buffer.add((deployment, reason, host, port, scheme), tenant_id, sample, now)
         if added.log_line:
             log.event(enforced, deployment, reason, host, port, scheme, tenant_slug, sample)
         for window in added.summaries:

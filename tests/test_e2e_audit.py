@@ -247,16 +247,36 @@ print(json.dumps({"failed_after": failed_after, "lines": [line for _, line in li
 """
 
 
-def test_the_writer_waits_for_a_sqlite_lock_no_longer_than_its_own_timeout(tmp_path: Path) -> None:
+EXIT_SCRIPT = r"""
+import logging, sqlite3, sys
+from hostguard.audit import recorder
+
+logging.getLogger("hostguard.audit").addHandler(logging.StreamHandler(sys.stdout))
+lock = sqlite3.connect(sys.argv[1], isolation_level=None)
+lock.execute("BEGIN EXCLUSIVE")
+for index in range(7):
+    recorder.record("eu-1", "unknown_host", f"h{index % 2}.example", 80, "http")
+# The script ends with the lock held: the atexit handler cannot write.
+"""
+
+
+def test_a_sqlite_lock_holds_the_writer_and_the_exit_no_longer_than_their_own_timeouts(tmp_path: Path) -> None:
     # The site waits 20 s for a lock (project/settings.py); the writer thread gives
     # up after its own timeout (5 flush intervals, at least 2 s), keeps the events and
     # writes them once the lock is gone.
     with Site(tmp_path, deployment="eu-1", extra_env={"HOSTGUARD_AUDIT_FLUSH_SECONDS": "0.2"}) as site:
         result = json.loads(site.python(BUSY_SCRIPT, str(database(site))))
-    assert result["failed_after"] is not None, result
-    assert 2.0 <= result["failed_after"] < 5.0, result
-    assert "could not write its mismatch log (OperationalError: database is locked)" in result["lines"][0]
-    assert result["count"] == 5
+        assert result["failed_after"] is not None, result
+        assert 2.0 <= result["failed_after"] < 5.0, result
+        assert "could not write its mismatch log (OperationalError: database is locked)" in result["lines"][0]
+        assert result["count"] == 5
+        # A process that is not a gunicorn worker: its atexit handler has a deadline
+        # too, and its last word is the exact count it could not write.
+        started = time.monotonic()
+        output = site.python(EXIT_SCRIPT, str(database(site)))
+        assert time.monotonic() - started < 15
+    assert "exiting without writing 7 mismatch events in 2 rows (OperationalError: database is locked)" in output
+    assert "retried" not in output
 
 
 def test_sigterm_while_the_database_hangs_reports_exactly_what_it_loses(tmp_path: Path) -> None:

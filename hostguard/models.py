@@ -16,7 +16,6 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from hostguard import changes
-from hostguard.audit import OVERFLOW_HOST
 from hostguard.changes import AUTHORITY, DEPLOYMENT, LARGE_CHANGE, TENANT, Change, everything
 from hostguard.decision import Reason
 from hostguard.hosts import InvalidHost, format_authority, normalise_host, to_unicode
@@ -370,8 +369,12 @@ class MismatchLog(models.Model):
     """One row per (deployment, reason, host, port, scheme, time window) hostguard refused.
 
     Written only by :mod:`hostguard.audit`, in the background: ``count`` is exact, the
-    sample (method, path, remote address, user agent) is the first request of the window.
+    sample (method, path, remote address, user agent, SNI name) is the first request of
+    the window.
     """
+
+    #: The host of the row that counts hosts beyond ``HOSTGUARD_AUDIT_MAX_KEYS`` in a window.
+    OVERFLOW_HOST = "(other hosts)"
 
     deployment = models.CharField(_("deployment"), max_length=64, blank=True)
     reason = models.CharField(_("reason"), max_length=32, choices=Reason.choices, db_index=True)
@@ -398,6 +401,12 @@ class MismatchLog(models.Model):
     path = models.CharField(_("path"), max_length=500, blank=True)
     remote_addr = models.CharField(_("remote address"), max_length=64, blank=True)
     user_agent = models.CharField(_("user agent"), max_length=300, blank=True)
+    sni = models.CharField(
+        _("SNI name"),
+        max_length=255,
+        blank=True,
+        help_text=_("The TLS server name the connection was opened for, when hostguard checked one."),
+    )
 
     class Meta:
         ordering = ["-last_seen", "-pk"]
@@ -426,6 +435,6 @@ class MismatchLog(models.Model):
     @property
     def authority(self) -> str:
         """``scheme://host:port`` as the client asked for it."""
-        if self.reason == Reason.MALFORMED_HOST or self.host == OVERFLOW_HOST:
+        if self.reason == Reason.MALFORMED_HOST or self.host == self.OVERFLOW_HOST:
             return self.host
         return format_authority(self.scheme, self.host, self.port)

@@ -73,9 +73,17 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Write the mismatches this worker still buffers before it goes (graceful stop, reload)."""
+    """Write the mismatches this worker still buffers before it goes (graceful stop, reload).
+
+    Within the graceful timeout, less a margin (a second, or a fifth of it if that is
+    more) for gunicorn to reap the worker: past the timeout the worker is killed
+    without a word, so hostguard gives up first and logs exactly what it could not write.
+    """
+    import time
+
     try:
         from hostguard.audit import shutdown
     except Exception:  # the app never loaded: nothing was recorded
         return
-    shutdown()
+    graceful = float(server.cfg.graceful_timeout)
+    shutdown(deadline=time.monotonic() + max(0.5, min(graceful - 1.0, graceful * 0.8)))

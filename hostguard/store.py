@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from hostguard.changes import AUTHORITY, DEPLOYMENT, EVERYTHING, LARGE_CHANGE, TENANT, Change
 from hostguard.conf import conf
+from hostguard.db import bounded
 from hostguard.snapshot import AuthorityRow, Snapshot, TenantRecord
 
 #: The PostgreSQL channel writers notify and processes listen on.
@@ -83,19 +84,10 @@ def record(using: str, changes: Iterable[Change]) -> int:
 
 @contextmanager
 def reading(using: str, seconds: float) -> Iterator[Any]:
-    """A transaction on ``using`` whose statements give up after ``seconds``.
-
-    hostguard's own background queries must never hang silently: PostgreSQL gets a
-    ``statement_timeout`` for this transaction only, SQLite a busy timeout (its
-    waits are on locks).
-    """
+    """A cursor in a transaction on ``using`` whose statements give up after ``seconds``
+    (:func:`hostguard.db.bounded`): the policy's reads never hang silently."""
     connection = connections[using]
-    with transaction.atomic(using=using), connection.cursor() as cursor:
-        milliseconds = max(1, int(seconds * 1000))
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL statement_timeout = %d" % milliseconds)
-        elif connection.vendor == "sqlite":
-            cursor.execute("PRAGMA busy_timeout = %d" % milliseconds)
+    with bounded(connection, using, seconds), connection.cursor() as cursor:
         yield cursor
 
 

@@ -277,3 +277,20 @@ def test_an_update_names_exactly_the_rows_it_changed(world: dict[str, Any]) -> N
     assert PolicyStamp.objects.get(pk=1).version == before + 1
     assert PolicyChange.objects.filter(version=before + 1).count() == 311
     assert Authority.objects.filter(is_active=False).count() == 311
+
+
+def test_a_read_leaves_the_connections_own_timeouts_as_it_found_them(world: dict[str, Any]) -> None:
+    from django.db import connection
+
+    query = {"sqlite": "PRAGMA busy_timeout", "postgresql": "SHOW statement_timeout"}[connection.vendor]
+
+    def current() -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute(query)
+            return cursor.fetchone()[0]
+
+    before = current()
+    policy.refresh()
+    Authority.objects.create(host="a.example", tenant=world["tenants"][1])
+    policy.advance()
+    assert current() == before

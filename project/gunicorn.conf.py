@@ -64,8 +64,29 @@ def ssl_context(config, default_ssl_context_factory):
     return context
 
 
+def when_ready(server):
+    """With ``--preload``, read the policy once in the master: every worker forks with it."""
+    if not server.cfg.preload_app:
+        return
+    from django.db import connections
+
+    from hostguard.policy import policy
+
+    try:
+        policy.refresh()
+    except Exception:  # each worker's refresher keeps trying; it logs why
+        pass
+    finally:
+        # A connection opened here must not be shared by the forked workers.
+        connections.close_all()
+
+
 def post_worker_init(worker):
-    """Hand the SNI name record_sni saw to hostguard as environ["hostguard.sni"]."""
+    """Start reading the policy as the worker boots (its first requests wait for it, at
+    most 2 s), and hand the SNI name record_sni saw to hostguard as environ["hostguard.sni"]."""
+    from hostguard.policy import policy
+
+    policy.start()
     if worker.cfg.is_ssl:
         from hostguard.sni import wsgi_with_sni
 

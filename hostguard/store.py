@@ -28,7 +28,7 @@ from django.utils import timezone
 from hostguard.changes import AUTHORITY, DEPLOYMENT, EVERYTHING, LARGE_CHANGE, TENANT, Change
 from hostguard.conf import conf
 from hostguard.db import bounded
-from hostguard.snapshot import AuthorityRow, Snapshot, TenantRecord
+from hostguard.snapshot import AuthorityRow, Snapshot, TenantRecord, ordered, pack_entry, unpack
 
 #: The PostgreSQL channel writers notify and processes listen on.
 CHANNEL = "hostguard_policy"
@@ -103,15 +103,74 @@ def read_stamp(cursor: Any) -> tuple[int, int]:
 
 def full(using: str | None = None, seconds: float = 60.0) -> Snapshot:
     """Read the whole policy: the stamp first, then every deployment, tenant and authority."""
-    from hostguard.models import Authority
 
     using = using or conf.DATABASE
     with reading(using, seconds) as cursor:
         version, _pruned = read_stamp(cursor)
         deployments = read_deployments(cursor)
         tenants = dict(read_tenants(cursor, None))
-        cursor.execute("SELECT %s FROM %s" % (", ".join(_authority_columns(cursor)), _table(cursor, Authority)))
-        return Snapshot.build(version, _fetch(cursor), tenants, deployments)
+        exact, wildcards, size = _read_index(cursor)
+        return Snapshot(version, exact, wildcards, tenants, deployments, size)
+
+
+def _read_index(cursor: Any) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """The base indexes, read in three queries so that most rows never become Python tuples.
+
+    Simple authorities (any port, any scheme, active) are most of them, and alone under
+    their pattern (the unique constraint on host and scheme for an any-port claim):
+    they arrive as (pattern, id, tenant id) and are stored packed. The rest — ports,
+    schemes, inactive claims — are merged in as full entries.
+    """
+    from hostguard.models import Authority
+
+    quote = cursor.db.ops.quote_name
+    pk, host, port, scheme, active, tenant = (
+        quote(_column(Authority, name)) for name in ("pk", "host", "port", "scheme", "is_active", "tenant")
+    )
+    table = _table(cursor, Authority)
+    # Packed in SQL (see hostguard.snapshot.pack), within a signed 64-bit integer.
+    simple = "%s IS NULL AND %s = '' AND %s AND %s < 2147483648 AND %s >= 0 AND %s < 4294967296" % (
+        port,
+        scheme,
+        active,
+        pk,
+        tenant,
+        tenant,
+    )
+    wildcard = "substr(%s, 1, 2) = '*.'" % host
+    indexes: list[dict[str, Any]] = []
+    size = 0
+    for key, kind in ((host, "NOT " + wildcard), ("substr(%s, 3)" % host, wildcard)):
+        cursor.execute(
+            "SELECT %s, %s * 4294967296 + %s FROM %s WHERE %s AND %s" % (key, pk, tenant, table, simple, kind)
+        )
+        index: dict[str, Any] = {}
+        while rows := cursor.fetchmany(20_000):
+            index.update(rows)
+        size += len(index)
+        indexes.append(index)
+    exact, wildcards = indexes
+    cursor.execute(
+        "SELECT %s FROM %s WHERE NOT (%s)" % (", ".join((pk, host, port, scheme, active, tenant)), table, simple)
+    )
+    for row in _fetch(cursor):
+        size += 1
+        _merge(exact, wildcards, row)
+    return exact, wildcards, size
+
+
+def _merge(exact: dict[str, Any], wildcards: dict[str, Any], row: AuthorityRow) -> None:
+    authority_id, host, port, scheme, active, tenant_id = row
+    entry = (port, scheme, authority_id, tenant_id, active, host)
+    index, key = (wildcards, host[2:]) if host.startswith("*.") else (exact, host)
+    group = index.get(key)
+    if group is None:
+        packed = pack_entry(entry)
+        index[key] = (entry,) if packed is None else packed
+    else:
+        if type(group) is int:
+            group = unpack(group, host)
+        index[key] = ordered((*group, entry))
 
 
 def delta(using: str, since: int, seconds: float = 10.0) -> Delta | None:
@@ -174,8 +233,13 @@ def read_tenants(cursor: Any, ids: Iterable[int] | None) -> Iterator[tuple[int, 
     names = ("pk", "slug", "name", "deployment", "is_active", *tenant_fields())
     columns = [quote(_column(model, name)) for name in names]
     query = "SELECT %s FROM %s" % (", ".join(columns), _table(cursor, model))
-    for pk, slug, name, deployment_id, active, *extra in _rows_for(cursor, query, columns[0], ids):
-        yield int(pk), TenantRecord(slug, name, int(deployment_id), bool(active), tuple(extra))
+    rows = _rows_for(cursor, query, columns[0], ids)
+    if len(names) == 5:  # the common case, at a million rows: no unpacking into a list
+        for pk, slug, name, deployment_id, active in rows:
+            yield pk, TenantRecord(slug, name, deployment_id, bool(active))
+        return
+    for pk, slug, name, deployment_id, active, *extra in rows:
+        yield pk, TenantRecord(slug, name, deployment_id, bool(active), tuple(extra))
 
 
 def read_authorities(cursor: Any, ids: Iterable[int]) -> Iterator[tuple[int, AuthorityRow]]:

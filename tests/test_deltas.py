@@ -109,6 +109,35 @@ def test_a_deleted_tenant_and_a_renamed_deployment() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        (None, "", 1, 2, True, "a.example"),
+        (None, "", 2**32 - 1, 2**32 - 1, True, "*.a.example"),
+        (8443, "https", 7, 9, True, "a.example"),
+        (65535, "http", 7, 9, False, "a.example"),
+        (None, "", 7, 9, False, "a.example"),
+        (1, "", 2**31, 1, True, "[::1]"),
+    ],
+)
+def test_a_group_of_one_is_packed_into_an_int_and_back(entry: Any) -> None:
+    from hostguard.snapshot import pack_entry, unpack
+
+    packed = pack_entry(entry)
+    assert isinstance(packed, int)
+    assert unpack(packed, entry[5]) == (entry,)
+
+
+def test_ids_too_large_to_pack_stay_entries() -> None:
+    from hostguard.snapshot import pack_entry
+
+    assert pack_entry((None, "", 2**32, 1, True, "a.example")) is None
+    snapshot = Snapshot.build(
+        1, [(2**40, "big.example", None, "", True, 1)], {1: TenantRecord("t", "T", 1, True)}, {1: HERE}
+    )
+    assert snapshot.decide("big.example", 80, "http", HERE).authority_id == 2**40
+
+
 # --- through the database ----------------------------------------------------------------
 
 
@@ -199,6 +228,9 @@ def test_random_writes_applied_as_deltas_decide_as_a_full_read(world: dict[str, 
             current = policy.advance()
             assert current is not None
         fresh = store.full()
+        rows = Authority.objects.values_list("pk", "host", "port", "scheme", "is_active", "tenant_id")
+        built = Snapshot.build(fresh.version, rows, {}, {})
+        assert sorted(fresh.patterns()) == sorted(built.patterns()), "the packed read and a plain build agree"
         assert current.version == fresh.version
         assert current.size == fresh.size
         assert decisions(current, PROBE_HOSTS) == decisions(fresh, PROBE_HOSTS)

@@ -140,3 +140,38 @@ def test_a_server_started_during_the_outage_answers_503_then_recovers(outage: Ou
         print(f"\nrecovered on every worker {recovered:.2f} s after the database came back")
         assert recovered < 2 * REFRESH + 1
         assert statuses(server, "globex.example") == {421}
+
+
+def test_a_worker_started_while_the_database_hangs_answers_503_at_once(outage: Outage) -> None:
+    # A hanging database, not a refused one: connections are accepted, nothing answers.
+    outage.relay.stall()
+    try:
+        server = outage.site.server(workers=WORKERS)
+        with server:  # gunicorn starts and answers health checks without the database
+            timings = []
+            for _ in range(8):
+                started = time.monotonic()
+                responses = concurrent_requests(
+                    server.port, [http_request("GET", "/api/ping", host="acme.example")] * WORKERS
+                )
+                timings.append(time.monotonic() - started)
+                assert {r.status for r in responses} == {503}
+                assert all(r.header("Retry-After") == "1" for r in responses)
+            print(
+                f"\n503s while the database hangs, per round of {WORKERS}: {', '.join(f'{t:.2f}' for t in timings)} s"
+            )
+            # The first requests of a fresh worker wait at most the start-up grace (2 s)
+            # for its first snapshot; after that, nothing waits on the hanging database.
+            assert timings[0] < 2.5
+            assert max(timings[1:]) < 0.5
+            assert statuses(server, "acme.example", "/healthz") == {200}
+            assert statuses(server, "localhost") == {200}
+            outage.relay.restore()
+            recovered = e2e.wait_until(lambda: statuses(server, "acme.example") == {200}, timeout=15)
+            assert recovered is not None, server.stderr()
+            print(f"recovered on every worker {recovered:.2f} s after the database answered again")
+            # The stall was said in the log, not passed over in silence.
+            log = server.stderr(limit=10_000_000)
+            assert "hostguard could not load its policy" in log or "has waited on the database" in log, log[-3000:]
+    finally:
+        outage.relay.restore()

@@ -29,6 +29,8 @@ HOSTGUARD_ADMIN_HOSTS = {"/admin/": env.list("HOSTGUARD_ADMIN_HOSTS", default=HO
 HOSTGUARD_EXEMPT_PATHS = ["/healthz"]
 HOSTGUARD_JSON_PATHS = ["/api/"]
 HOSTGUARD_REFRESH_SECONDS = env.float("HOSTGUARD_REFRESH_SECONDS", default=2.0)
+# On PostgreSQL, changes arrive by push (LISTEN/NOTIFY); polling stays as the fallback.
+HOSTGUARD_PUSH = env.bool("HOSTGUARD_PUSH", default=True)
 # TLS ending at a proxy (README "Deploying"): the header carrying the SNI name,
 # honoured only from these peers (addresses or CIDRs of REMOTE_ADDR).
 HOSTGUARD_SNI_HEADER = env.str("HOSTGUARD_SNI_HEADER", default="") or None

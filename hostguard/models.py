@@ -7,7 +7,7 @@ so every process learns of it within ``HOSTGUARD_REFRESH_SECONDS``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -19,9 +19,6 @@ from hostguard import changes
 from hostguard.changes import AUTHORITY, DEPLOYMENT, LARGE_CHANGE, TENANT, Change, everything
 from hostguard.decision import Reason
 from hostguard.hosts import InvalidHost, format_authority, normalise_host, to_unicode
-
-if TYPE_CHECKING:
-    from hostguard.claims import SharedNames
 
 
 class PolicyQuerySet(models.QuerySet[Any]):
@@ -269,15 +266,6 @@ class Authority(PolicyModel):
                 code="unique",
             )
         super().validate_constraints(exclude=exclude)
-
-    def shared_names(self) -> SharedNames | None:
-        """Other tenants' claims this one would share host names with (see :mod:`hostguard.claims`)."""
-        from hostguard.claims import shared_names
-
-        if not self.host:
-            return None
-        exclude = [self.pk] if self.pk is not None else []
-        return shared_names([self.host], self.tenant_id, exclude=exclude, using=self._state.db).get(self.host)
 
     def conflicting_claim(self) -> Authority | None:
         """Another authority claiming the same (host, port, scheme), if any."""

@@ -175,3 +175,28 @@ def test_a_worker_started_while_the_database_hangs_answers_503_at_once(outage: O
             assert "hostguard could not load its policy" in log or "has waited on the database" in log, log[-3000:]
     finally:
         outage.relay.restore()
+
+
+def test_a_database_that_hangs_under_running_servers_is_said_in_the_log(outage: Outage) -> None:
+    # With persistent connections a hang is not an error the driver reports: the
+    # refresher's query simply never returns. The watchdog says so while it lasts.
+    server = outage.site.server(workers=WORKERS, env={"CONN_MAX_AGE": "60"})
+    with server:
+        assert statuses(server, "acme.example") == {200}
+        outage.relay.stall()
+        try:
+            stalled_at = time.monotonic()
+            while time.monotonic() - stalled_at < REFRESH + 3.5:
+                # Requests never wait on the hanging database.
+                started = time.monotonic()
+                assert statuses(server, "acme.example") == {200}
+                assert statuses(server, "evil.example") == {421}
+                assert time.monotonic() - started < 1.0
+            log = server.stderr(limit=10_000_000)
+            assert "hostguard's policy refresh has waited on the database" in log, log[-3000:]
+        finally:
+            outage.relay.restore()
+        ended = e2e.wait_until(
+            lambda: "stalled policy refresh has ended" in server.stderr(limit=10_000_000), timeout=15
+        )
+        assert ended is not None, server.stderr()

@@ -102,7 +102,8 @@ def test_refusals_add_up_across_workers_and_outlive_a_worker(tmp_path: Path) -> 
         assert send_in_pairs(server, ["a..b", "acme.example:abc", "user@acme.example"]) == [400] * 3
         # Both workers answered refusals: the counts below add up two processes' files.
         by_worker = answered_by(server, 421)
-        assert len(by_worker) == 2 and sum(by_worker.values()) == 6, by_worker
+        assert len(by_worker) == 2, by_worker
+        assert sum(by_worker.values()) == 6, by_worker
         assert sum(answered_by(server, 400).values()) == 3
         # The endpoint on a tenant's host is a plain 404, and not a refusal.
         assert server.request(http_request("GET", "/metrics", host="acme.example")).status == 404
@@ -138,7 +139,8 @@ def test_refusals_add_up_across_workers_and_outlive_a_worker(tmp_path: Path) -> 
         assert (directory / f"counter_{victim}.db").exists()
         assert not gauge_files(directory, victim)
         live = {int(path.stem.rsplit("_", 1)[1]) for path in directory.glob("gauge_*.db")}
-        assert victim not in live and live
+        assert live
+        assert victim not in live
 
         server.stop()
         assert not directory.exists(), "gunicorn.conf.py removes the directory it made"

@@ -7,10 +7,14 @@ in tests/test_e2e_metrics.py.
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -277,3 +281,69 @@ def test_without_prometheus_client_metrics_are_off_and_the_endpoint_says_what_to
     )
     # Said once in the log, as an error: the operator mounted an endpoint that cannot work.
     assert done.stderr.count("hostguard's metrics need prometheus_client") == 1
+
+
+# --- the Prometheus side, as docs/metrics.md gives it ---------------------------------------
+
+SPIKE_TEST = """
+rule_files: [hostguard-rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # 0.2 misdirected requests a second for 10 minutes, then 3 a second; malformed noise throughout.
+      - series: 'hostguard_refusals_total{reason="unknown_host",deployment="eu-1",enforced="true"}'
+        values: '0+12x10 120+180x15'
+      - series: 'hostguard_refusals_total{reason="malformed_host",deployment="eu-1",enforced="true"}'
+        values: '0+300x25'
+      # A worker confirmed its policy at 0 and never again.
+      - series: 'hostguard_policy_age_seconds{deployment="eu-1"}'
+        values: '0+60x25'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: HostguardMisdirectedSpike
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: HostguardMisdirectedSpike
+        exp_alerts:
+          - exp_labels: {deployment: eu-1, severity: warning}
+            exp_annotations:
+              summary: "eu-1 refuses 3 requests/s as misdirected"
+              description: >-
+                Requests for hosts this deployment does not serve. After a tenant moved: DNS or a
+                load balancer still sends its traffic here. See the mismatch log in the admin.
+      - eval_time: 3m
+        alertname: HostguardPolicyStale
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: HostguardPolicyStale
+        exp_alerts:
+          - exp_labels: {deployment: eu-1, severity: critical}
+            exp_annotations:
+              summary: "eu-1: a worker's host policy is 5m 0s old"
+"""
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        message = "promtool is not installed (Debian: apt-get install prometheus)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def test_the_documented_scrape_config_and_alerts_are_valid_and_fire_on_a_spike(tmp_path: Path) -> None:
+    scrape_config, rules = re.findall(r"```yaml\n(.*?)```", (BASE_DIR / "docs" / "metrics.md").read_text(), re.S)
+    (tmp_path / "prometheus.yml").write_text(scrape_config)
+    (tmp_path / "hostguard-rules.yml").write_text(rules)
+    (tmp_path / "spike.yml").write_text(SPIKE_TEST)
+    tool = promtool()
+    for args in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "hostguard-rules.yml"],
+        ["test", "rules", "spike.yml"],
+    ):
+        done = subprocess.run([tool, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}\n{done.stderr}"

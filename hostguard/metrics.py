@@ -283,6 +283,7 @@ MISSING = gettext_noop(
     'pip install "hostguard[prometheus]" (or prometheus-client) and restart.'
 )
 OFF = gettext_noop("hostguard's metrics are off in this process.")
+UNREADABLE = gettext_noop("hostguard could not collect its metrics; its log says why.")
 
 
 @require_safe
@@ -310,7 +311,17 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             headers={"Cache-Control": "no-store"},
         )
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(metrics.exposition_registry())
+    try:
+        body = encoder(metrics.exposition_registry())
+    except Exception:
+        # E.g. PROMETHEUS_MULTIPROC_DIR removed under a running server: say so, never a 500.
+        logger.exception("hostguard could not collect its metrics")
+        return HttpResponse(
+            _(UNREADABLE) + "\n",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+            headers={"Cache-Control": "no-store"},
+        )
     return HttpResponse(body, content_type=content_type, headers={"Cache-Control": "no-store"})
 
 

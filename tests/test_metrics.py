@@ -228,6 +228,78 @@ def test_metrics_switched_off_count_nothing_and_say_so(client: Client) -> None:
     assert response.content == b"hostguard's metrics are off in this process.\n"
 
 
+@pytest.mark.usefixtures("sites")
+@override_settings(**DEMO)
+def test_a_multiprocess_directory_gone_from_under_the_server_is_a_503_and_a_log_line(
+    client: Client, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    previous = metrics.activate(metrics.Metrics(CollectorRegistry()))
+    try:
+        assert metrics.active().multiprocess  # type: ignore[union-attr]
+        directory.rmdir()
+        response = get(client, "localhost", "/metrics")
+    finally:
+        metrics.activate(previous)
+    assert response.status_code == 503
+    assert response.content == b"hostguard could not collect its metrics; its log says why.\n"
+    assert [r for r in caplog.records if r.name == "hostguard.metrics" and r.exc_info]
+
+
+WORKER = """
+import os, sys
+import django
+django.setup()
+from hostguard import metrics
+class Snapshot:
+    version = int(sys.argv[1])
+    size = int(sys.argv[2])
+metrics.policy_confirmed(Snapshot())  # as the policy's refresher does on each confirmation
+print(os.getpid())
+"""
+
+
+@pytest.mark.usefixtures("sites")
+@override_settings(**DEMO)
+def test_several_workers_gauges_show_the_stalest_worker_until_it_is_dead(
+    client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+
+    def worker(version: int, size: int) -> int:
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+        command = [sys.executable, "-c", WORKER, str(version), str(size)]
+        done = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60, check=True)
+        return int(done.stdout.strip())
+
+    stuck = worker(7, 10)
+    time.sleep(1.5)
+    worker(9, 12)
+    previous = metrics.activate(metrics.Metrics(CollectorRegistry()))
+    try:
+        local = frozenset({("deployment", "local")})
+        samples = scrape(client)
+        assert samples[("hostguard_policy_version", local)] == 7  # the stuck worker's
+        assert samples[("hostguard_policy_authorities", local)] == 12  # the latest written
+        stuck_confirmed = samples[("hostguard_policy_confirmed_timestamp_seconds", local)]  # the stuck worker's
+        assert samples[("hostguard_policy_age_seconds", local)] >= 1.5
+
+        # gunicorn.conf.py's child_exit, when the stuck worker is replaced.
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(stuck)
+        samples = scrape(client)
+        assert samples[("hostguard_policy_version", local)] == 9
+        assert samples[("hostguard_policy_confirmed_timestamp_seconds", local)] >= stuck_confirmed + 1.5
+        assert samples[("hostguard_policy_age_seconds", local)] <= time.time() - stuck_confirmed - 1.5
+    finally:
+        metrics.activate(previous)
+
+
 def test_the_openmetrics_format_when_asked(client: Client, registry: CollectorRegistry) -> None:
     with override_settings(**DEMO):
         response = get(client, "localhost", "/metrics", accept="application/openmetrics-text; version=1.0.0")

@@ -189,3 +189,31 @@ def test_a_directory_the_operator_names_is_used_and_emptied_at_start(tmp_path: P
         assert list(directory.glob("counter_*.db"))
         server.stop()
         assert directory.exists(), "a directory the operator named stays"
+
+
+def test_a_reload_keeps_the_directory_and_the_counts(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    with Site(tmp_path / "site", deployment="eu-1") as site:
+        site.load(DATA)
+        server = start(site, tmp)
+        (directory,) = tmp.glob("hostguard-prometheus-*")
+        assert send_in_pairs(server, ["nowhere.example", "globex.example"]) == [421, 421]
+        old = {entry.pid for entry in server.access_log()}
+        assert server.process is not None
+        # SIGHUP: gunicorn reads its config file again and replaces every worker.
+        os.kill(server.process.pid, signal.SIGHUP)
+        assert e2e.wait_until(lambda: all_workers_new(server, old), timeout=20) is not None
+        assert list(tmp.glob("hostguard-prometheus-*")) == [directory]
+        samples = scrape(server)
+        assert refusals(samples, "unknown_host") == 1
+        assert refusals(samples, "other_deployment") == 1
+        # The old workers' gauges go as gunicorn reaps them.
+        assert e2e.wait_until(lambda: not [name for pid in old for name in gauge_files(directory, pid)], 10) is not None
+
+
+def all_workers_new(server: Server, old: set[int]) -> bool:
+    """Whether two workers that were not there before answer."""
+    marker = len(server.access_log())
+    concurrent_requests(server.port, [http_request("GET", "/healthz")] * 2)
+    return len({entry.pid for entry in server.access_log()[marker:]} - old) == 2

@@ -79,10 +79,12 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
     gated = {
         size: hostguard(size, common.served_host(size), 200, f"hostguard, {label(size)} authorities") for size in sizes
     }
+    with_metrics = hostguard(reference, allowed, 200, f"hostguard, {label(reference)} authorities, with metrics")
+    with_metrics.metrics = True
     orm = Variant(
         f"ORM gate ({label(reference)} authorities)", {"MIDDLEWARE": [ORM_GATE, COMMON]}, allowed, 200, scale=0.2
     )
-    allow_variants = [no_gate, static10, static10k, *gated.values(), orm]
+    allow_variants = [no_gate, static10, static10k, *gated.values(), with_metrics, orm]
 
     heading(
         f"allowed request, {rounds} interleaved rounds × {count} requests "
@@ -109,7 +111,9 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
         ),
         Variant("floor: fixed response, first middleware", {"MIDDLEWARE": [FLOOR, COMMON]}, REJECTED_HOST, 421),
         Variant("floor, without Django's log line", {"MIDDLEWARE": [QUIET_FLOOR, COMMON]}, REJECTED_HOST, 421),
+        hostguard(reference, REJECTED_HOST, 421, f"hostguard 421 ({label(reference)} authorities), with metrics"),
     ]
+    refused[-1].metrics = True
     heading(f"rejected request (Host: {REJECTED_HOST}), {rounds} interleaved rounds × {count} requests")
     print(
         "  Django's 400 goes through its default logging (django.security.DisallowedHost at ERROR), as shipped;\n"
@@ -163,6 +167,16 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
     goal("rejected, hostguard's 421 vs the floor", r <= 1.10, f"{r:.3f}×", "≤ 1.10×")
     r = common.ratio(refuse, refused[0].name, refused[4].name)
     print(f"info  rejected, hostguard's 421 vs the floor without Django's log line: {r:.3f}×")
+    # Prometheus metrics (hostguard.metrics): nothing runs for an allowed request; a
+    # refusal adds one counter increment.
+    r = common.ratio(allow, with_metrics.name, gate_ref)
+    low, high = common.ratio_spread(allow, with_metrics.name, gate_ref)
+    measured = f"{r:.3f}×, IQR {low:.3f}–{high:.3f}"
+    goal(f"allowed, hostguard {label(reference)} with metrics vs without", r <= 1.02, measured, "≤ 1.02×")
+    r = common.ratio(refuse, refused[-1].name, refused[0].name)
+    low, high = common.ratio_spread(refuse, refused[-1].name, refused[0].name)
+    measured = f"{r:.3f}×, IQR {low:.3f}–{high:.3f}"
+    goal("rejected, hostguard's 421 with metrics vs without", r <= 1.05, measured, "≤ 1.05×")
     smallest, largest = sizes[0], sizes[-1]
     r = common.ratio(allow, gated[largest].name, gated[smallest].name)
     goal(

@@ -22,7 +22,7 @@ from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 from django.utils.functional import SimpleLazyObject, empty
 
-from hostguard import audit, responses, signals, sni
+from hostguard import audit, metrics, responses, signals, sni
 from hostguard.conf import GateSettings, conf
 from hostguard.decide import RequestFacts, decide
 from hostguard.decision import ALLOW, EXEMPT, HIDDEN, MALFORMED, UNAVAILABLE, Decision
@@ -116,6 +116,7 @@ class HostGuardMiddleware:
             if decision.reported:
                 # Report-only: count and log the would-be 421, then serve the request.
                 audit.mismatch(request, decision)
+                metrics.refused(decision)
             tenant_id = decision.tenant_id
             request.tenant = None if tenant_id is None else LazyTenant(partial(_load_tenant, tenant_id))  # type: ignore[attr-defined]
             return None
@@ -124,6 +125,7 @@ class HostGuardMiddleware:
         if verdict == HIDDEN:
             return responses.not_found(request)
         audit.mismatch(request, decision)
+        metrics.refused(decision)
         if verdict == MALFORMED:
             return responses.malformed(request)
         return responses.misdirected(request)

@@ -38,7 +38,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 
-from hostguard import changes, store
+from hostguard import changes, metrics, store
 from hostguard.changes import Change
 from hostguard.conf import conf
 from hostguard.snapshot import Snapshot
@@ -333,6 +333,7 @@ class _Health:
         return True
 
     def failed(self, message: str, current: Snapshot | None) -> None:
+        metrics.refresh_failed()
         first = not self.failing
         self.failing = True
         now = time.monotonic()
@@ -355,6 +356,7 @@ class _Health:
             logger.warning(message + " (still failing: %s)", fallback, _gist(sys.exc_info()[1]))
 
     def reachable(self, current: Snapshot | None) -> None:
+        metrics.policy_confirmed(current)
         if self.failing:
             self.failing = False
             self.last_warning = float("-inf")

@@ -16,10 +16,18 @@
   this file would share: the last one started would take it over, and stopping any
   one would delete it for the others — several deployments on one host could not
   be told apart.
+- ``PROMETHEUS_MULTIPROC_DIR``: where the workers keep their Prometheus metrics
+  (hostguard[prometheus], docs/metrics.md) so that a scrape of any worker counts
+  them all. By default each instance makes its own temporary directory and removes
+  it at exit; a directory you name is emptied of metric files at start (one
+  directory per instance). A worker that exits takes its gauges with it.
 """
 
+import importlib.util
 import os
 import re
+import shutil
+import tempfile
 
 if "BIND" in os.environ:
     bind = [address.strip() for address in os.environ["BIND"].split(",") if address.strip()]
@@ -108,3 +116,49 @@ def worker_exit(server, worker):
         return
     graceful = float(server.cfg.graceful_timeout)
     shutdown(deadline=time.monotonic() + max(0.5, min(graceful - 1.0, graceful * 0.8)))
+
+
+# --- Prometheus metrics across workers (prometheus_client's multiprocess mode) -----------
+# Set up here, at load, before a preloaded app imports prometheus_client and before any
+# worker forks. This file is read again on a reload (SIGHUP) and by a new master after
+# an upgrade (SIGUSR2); the marker says which master set the directory up, and how.
+_PROMETHEUS_MARKER = "HOSTGUARD_PROMETHEUS_DIR_SETUP"
+
+
+def _prometheus_setup():
+    if importlib.util.find_spec("prometheus_client") is None:
+        return  # the extra is not installed: no metrics to share
+    current = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    pid, _, rest = os.environ.get(_PROMETHEUS_MARKER, "").partition(" ")
+    how, _, path = rest.partition(" ")
+    if current and path == current and (pid == str(os.getpid()) or how == "given"):
+        return  # a reload, or an upgrade sharing the directory given: its files are live
+    if current and path != current:
+        # Named by the operator: a previous run's files would add to this one's counts.
+        os.makedirs(current, exist_ok=True)
+        for name in os.listdir(current):
+            if name.endswith(".db"):
+                os.remove(os.path.join(current, name))
+        how = "given"
+    else:
+        current, how = tempfile.mkdtemp(prefix="hostguard-prometheus-"), "created"
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = current
+    os.environ[_PROMETHEUS_MARKER] = f"{os.getpid()} {how} {current}"
+
+
+_prometheus_setup()
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's Prometheus gauges: they describe a process that is gone."""
+    if os.environ.get(_PROMETHEUS_MARKER):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the Prometheus directory this master made."""
+    current = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if current and os.environ.get(_PROMETHEUS_MARKER) == f"{os.getpid()} created {current}":
+        shutil.rmtree(current, ignore_errors=True)

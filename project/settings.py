@@ -24,8 +24,12 @@ ALLOWED_HOSTS = ["*"]
 HOSTGUARD_DEPLOYMENT = env.str("HOSTGUARD_DEPLOYMENT", default="local")
 HOSTGUARD_ALWAYS_ALLOW = env.list("HOSTGUARD_ALWAYS_ALLOW", default=["localhost", "127.0.0.1", "[::1]"])
 # The operator's admin answers only on these hosts: a customer's domain gets a plain
-# 404 there, so it never shows the operator's login page.
-HOSTGUARD_ADMIN_HOSTS = {"/admin/": env.list("HOSTGUARD_ADMIN_HOSTS", default=HOSTGUARD_ALWAYS_ALLOW)}
+# 404 there, so it never shows the operator's login page. Prometheus metrics
+# (/metrics, docs/metrics.md) only on the always-allowed hosts Prometheus scrapes.
+HOSTGUARD_ADMIN_HOSTS = {
+    "/admin/": env.list("HOSTGUARD_ADMIN_HOSTS", default=HOSTGUARD_ALWAYS_ALLOW),
+    "/metrics": HOSTGUARD_ALWAYS_ALLOW,
+}
 HOSTGUARD_EXEMPT_PATHS = ["/healthz"]
 HOSTGUARD_JSON_PATHS = ["/api/"]
 HOSTGUARD_REFRESH_SECONDS = env.float("HOSTGUARD_REFRESH_SECONDS", default=2.0)

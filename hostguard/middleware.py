@@ -67,7 +67,10 @@ class HostGuardMiddleware:
         decision = self.decision(request)
         if decision is not None:
             if decision.verdict == UNAVAILABLE:
-                snapshot = await sync_to_async(policy.obtain, thread_sensitive=False)()
+                # In the background it may wait (at start only) for another thread: not on
+                # the thread Django keeps for sync work. In the foreground it reads the
+                # database, on that thread, as sync code does.
+                snapshot = await sync_to_async(policy.obtain, thread_sensitive=not policy.background)()
                 decision = self.full_decision(request, decision.scheme, snapshot)
             response = self.answer(request, decision)
             if signals.host_mismatch.receivers and (response is not None or decision.reported):

@@ -162,10 +162,11 @@ def _log(answer: str, name: str, reason: str, settings: TLSPermission) -> None:
     if skipped is None:
         return
     logger.info(
-        "hostguard TLS permission %s: domain=%s%s (each answer logged once per %d s; %d lines skipped since)",
+        "hostguard TLS permission %s: domain=%s%s%s",
         answer,
         clean(name, MAX_LOGGED_NAME),
         " reason=%s" % reason if reason else "",
-        settings.log_window,
-        skipped,
+        " (%d more answers since the last line: each is logged once per %d s)" % (skipped, settings.log_window)
+        if skipped
+        else "",
     )

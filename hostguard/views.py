@@ -14,7 +14,8 @@ and points Caddy's ``on_demand_tls { ask … }`` at it; docs/caddy.md is the rec
 * **503** with ``Retry-After`` while the process has no snapshot yet (fail closed).
 
 Every answer is counted (:func:`hostguard.metrics.count_tls_permission`) and logged
-on ``hostguard.tls``, each distinct line once per ``HOSTGUARD_AUDIT_WINDOW_SECONDS``;
+on ``hostguard.tls``, each distinct line once per ``HOSTGUARD_AUDIT_WINDOW_SECONDS`` and
+process;
 the body never repeats the name asked for.
 """
 
@@ -147,12 +148,12 @@ def _forbidden(peer: str | None, why: str, settings: TLSPermission) -> HttpRespo
     if skipped is not None:
         logger.warning(
             "hostguard refused a TLS permission ask from %s: %s. Only the TLS server may ask, directly "
-            "(HOSTGUARD_TLS_ASK_FROM; by default loopback and HOSTGUARD_TRUSTED_PROXIES). Further refused "
-            "asks are logged once per %d s; %d refused since the last line.",
+            "(HOSTGUARD_TLS_ASK_FROM; by default loopback and HOSTGUARD_TRUSTED_PROXIES). This process logs "
+            "one such line per %d s%s.",
             clean(peer, 64) if peer else "a peer with no address (a Unix socket)",
             why,
             settings.log_window,
-            skipped,
+            "; %d more were refused since the last one" % skipped if skipped else "",
         )
     return _answer(FORBIDDEN)
 

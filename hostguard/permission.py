@@ -74,18 +74,20 @@ def decide(
     """Whether a certificate for ``name`` (canonical, see :func:`certificate_name`) is wanted."""
     if is_ip(name):
         return Permission(name, False, IP_ADDRESS)
-    for group in snapshot.candidates(name):
-        # The first group is the most specific pattern that claims the name: it decides.
-        *_, pattern = group[0]
-        if pattern.startswith("*.") and not wildcards:
-            return Permission(name, False, WILDCARD_ONLY)
-        reason = INACTIVE
-        for entry in group:
-            reason = _refusal(snapshot, entry, deployment, any_deployment)
-            if not reason:
-                return Permission(name, True)
-        return Permission(name, False, reason)
-    return Permission(name, False, UNKNOWN_HOST)
+    # The most specific pattern that claims the name decides: the name itself, else the
+    # longest wildcard above it.
+    group = snapshot.group(name) or next(snapshot.candidates(name), ())
+    if not group:
+        return Permission(name, False, UNKNOWN_HOST)
+    *_, pattern = group[0]
+    if pattern.startswith("*.") and not wildcards:
+        return Permission(name, False, WILDCARD_ONLY)
+    reason = INACTIVE
+    for entry in group:
+        reason = _refusal(snapshot, entry, deployment, any_deployment)
+        if not reason:
+            return Permission(name, True)
+    return Permission(name, False, reason)
 
 
 def _refusal(snapshot: Snapshot, entry: Entry, deployment: str | None, any_deployment: bool) -> str:

@@ -2,7 +2,8 @@
 
 A site mounts it from :mod:`hostguard.urls` (the demo at ``/_hostguard/tls-permission``)
 and points Caddy's ``on_demand_tls { ask … }`` at it; docs/caddy.md is the recipe.
-``GET …?domain=NAME`` answers, in plain text and never cached:
+``GET …?domain=NAME`` answers, never cached, with the answer's name as a plain-text body
+(``allowed``, ``refused``, ``forbidden``, ``malformed``, ``unavailable``):
 
 * **200** when a certificate for NAME is wanted (:mod:`hostguard.permission` decides,
   from the process's snapshot: no query, even while the database is down);
@@ -13,10 +14,9 @@ and points Caddy's ``on_demand_tls { ask … }`` at it; docs/caddy.md is the rec
 * **400** for a missing or malformed ``domain``;
 * **503** with ``Retry-After`` while the process has no snapshot yet (fail closed).
 
-Every answer is counted (:func:`hostguard.metrics.count_tls_permission`) and logged
-on ``hostguard.tls``, each distinct line once per ``HOSTGUARD_AUDIT_WINDOW_SECONDS`` and
-process;
-the body never repeats the name asked for.
+Every answer is counted (:func:`hostguard.metrics.count_tls_permission`) and logged on
+``hostguard.tls``, each distinct line once per ``HOSTGUARD_AUDIT_WINDOW_SECONDS`` and
+process; the body never repeats the name asked for.
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ import time
 from collections.abc import Hashable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
-from django.utils.translation import gettext, gettext_noop
 
 from hostguard import metrics, permission
 from hostguard.audit import clean
-from hostguard.conf import TLSPermission, conf
+from hostguard.conf import TLSPermission, TrustedProxies, conf
 from hostguard.policy import policy
 from hostguard.sni import ENVIRON_KEY as SNI_ENVIRON_KEY
 
@@ -44,14 +43,10 @@ MALFORMED = "malformed"
 FORBIDDEN = "forbidden"
 UNAVAILABLE = "unavailable"
 
-# Marked for translation here; translated when answered.
-_ANSWERS: dict[str, tuple[int, str]] = {
-    ALLOWED: (200, gettext_noop("Allowed: a certificate for this name is wanted.")),
-    REFUSED: (403, gettext_noop("Refused: no certificate is wanted for this name.")),
-    MALFORMED: (400, gettext_noop("Bad request: give one host name as ?domain=NAME.")),
-    FORBIDDEN: (403, gettext_noop("Forbidden: only the TLS server may ask, and only directly.")),
-    UNAVAILABLE: (503, gettext_noop("Unavailable: the list of hosts is not loaded yet; retry shortly.")),
-}
+# Status per answer. The body is the answer's name and a newline: a token for Caddy,
+# scripts and logs (like the ``error`` code of hostguard's 421), not a message to translate.
+_STATUSES = {ALLOWED: 200, REFUSED: 403, MALFORMED: 400, FORBIDDEN: 403, UNAVAILABLE: 503}
+_BODIES = {answer: ("%s\n" % answer).encode() for answer in _STATUSES}
 
 #: The longest name a log line repeats (a DNS name has at most 253 characters).
 MAX_LOGGED_NAME = 255
@@ -102,7 +97,7 @@ def tls_permission(request: HttpRequest) -> HttpResponse:
     settings = conf.tls_permission
     meta = request.META
     peer = meta.get("REMOTE_ADDR")
-    if not settings.askers.trusts(peer):
+    if not askers.admit(settings.askers, peer):
         return _forbidden(peer, "it is not in HOSTGUARD_TLS_ASK_FROM", settings)
     if SNI_ENVIRON_KEY in meta or (settings.sni_meta_key is not None and settings.sni_meta_key in meta):
         return _forbidden(peer, "it came over a client's TLS connection (it carries a TLS server name)", settings)
@@ -111,7 +106,7 @@ def tls_permission(request: HttpRequest) -> HttpResponse:
         not_allowed = HttpResponseNotAllowed(["GET", "HEAD"])
         not_allowed["Cache-Control"] = "no-store"
         return not_allowed
-    values = request.GET.getlist("domain")
+    values = domains(request)
     try:
         # One name per ask: "?domain=a&domain=b" is not something Caddy sends.
         name = permission.certificate_name(values[0] if len(values) == 1 else "")
@@ -132,10 +127,42 @@ def tls_permission(request: HttpRequest) -> HttpResponse:
     return _answer(answer)
 
 
+def domains(request: HttpRequest) -> list[str]:
+    """The query's ``domain`` values. Caddy sends one, ``domain=NAME``, with nothing to
+    unescape in a DNS name: that is read straight from the query string."""
+    query: str = request.META.get("QUERY_STRING", "")
+    if query.startswith("domain=") and "&" not in query and "%" not in query and "+" not in query:
+        return [query[7:]]
+    return request.GET.getlist("domain")
+
+
+class Askers:
+    """Whether a peer may ask, remembered per peer address for the current setting."""
+
+    SIZE = 1024
+
+    def __init__(self) -> None:
+        self.askers: TrustedProxies | None = None
+        self.verdicts: dict[str | None, bool] = {}
+
+    def admit(self, askers: TrustedProxies, peer: str | None) -> bool:
+        verdicts = self.verdicts
+        if self.askers is not askers or len(verdicts) >= self.SIZE:
+            # A new setting (or a flood of peers) starts afresh.
+            self.askers, self.verdicts = askers, {}
+            verdicts = self.verdicts
+        verdict = verdicts.get(peer)
+        if verdict is None:
+            verdict = verdicts[peer] = askers.trusts(peer)
+        return verdict
+
+
+askers = Askers()
+
+
 def _answer(answer: str) -> HttpResponse:
-    status, text = _ANSWERS[answer]
     metrics.count_tls_permission(answer)
-    response = HttpResponse(gettext(text) + "\n", status=status, content_type="text/plain; charset=utf-8")
+    response = HttpResponse(_BODIES[answer], status=_STATUSES[answer], content_type="text/plain; charset=utf-8")
     # An answer holds until the tenants change: no cache between Caddy and the site may keep it.
     response["Cache-Control"] = "no-store"
     # Logged here, once per window (below); Django's own line would be one WARNING per refusal.

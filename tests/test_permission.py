@@ -79,7 +79,7 @@ def test_a_host_an_active_tenant_here_claims_gets_a_certificate(client: Client, 
     assert response.status_code == 200
     assert response["Content-Type"] == "text/plain; charset=utf-8"
     assert response["Cache-Control"] == "no-store"
-    assert response.content.decode().startswith("Allowed")
+    assert response.content == b"allowed\n"
 
 
 @pytest.mark.parametrize(
@@ -102,9 +102,7 @@ def test_every_other_name_is_refused_without_being_echoed(
     response = ask(client, domain)
     assert response.status_code == 403
     assert response["Cache-Control"] == "no-store"
-    body = response.content.decode()
-    assert body.startswith("Refused")
-    assert domain.lower() not in body.lower()
+    assert response.content == b"refused\n"  # never the name asked for
     # The operator learns what was asked, and why it was refused, from the log.
     lines = [record.getMessage() for record in caplog.records if record.name == "hostguard.tls"]
     assert any(f"refused: domain={domain} reason={reason}" in line for line in lines), lines
@@ -154,7 +152,7 @@ def test_a_missing_or_malformed_domain_is_a_bad_request(client: Client, query: s
     response = client.get(URL + query, headers={"host": ASK_HOST}, REMOTE_ADDR="127.0.0.1")
     assert response.status_code == 400
     assert response["Cache-Control"] == "no-store"
-    assert "acme" not in response.content.decode()
+    assert response.content == b"malformed\n"
 
 
 def test_the_name_is_read_as_hosts_are_everywhere() -> None:
@@ -202,6 +200,7 @@ def test_with_no_hosts_loaded_it_fails_closed(client: Client) -> None:
     with override_settings(HOSTGUARD_DATABASE="unreachable"):
         response = ask(client, "acme.example")
     assert response.status_code == 503
+    assert response.content == b"unavailable\n"
     assert response["Retry-After"] == "5"
     assert response["Cache-Control"] == "no-store"
 
@@ -218,8 +217,7 @@ def test_this_machine_may_ask_by_default(client: Client, peer: str) -> None:
 def test_any_other_peer_is_forbidden(client: Client, peer: str) -> None:
     response = ask(client, "acme.example", peer=peer)
     assert response.status_code == 403
-    assert response.content.decode().startswith("Forbidden")
-    assert "acme" not in response.content.decode()
+    assert response.content == b"forbidden\n"
 
 
 @override_settings(HOSTGUARD_TRUSTED_PROXIES=["10.0.0.0/8", "unix"])
@@ -242,7 +240,7 @@ def test_an_ask_relayed_from_a_clients_tls_connection_is_forbidden(client: Clien
     # but carries the name the visitor's connection was opened for: Caddy's ask never does.
     response = ask(client, "acme.example", headers={"host": ASK_HOST, "x-forwarded-sni": "acme.example"})
     assert response.status_code == 403
-    assert response.content.decode().startswith("Forbidden")
+    assert response.content == b"forbidden\n"
     assert ask(client, "acme.example", **{ENVIRON_KEY: "acme.example"}).status_code == 403
     assert ask(client, "acme.example").status_code == 200
 

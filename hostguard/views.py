@@ -131,7 +131,7 @@ def domains(request: HttpRequest) -> list[str]:
     """The query's ``domain`` values. Caddy sends one, ``domain=NAME``, with nothing to
     unescape in a DNS name: that is read straight from the query string."""
     query: str = request.META.get("QUERY_STRING", "")
-    if query.startswith("domain=") and "&" not in query and "%" not in query and "+" not in query:
+    if query.startswith("domain=") and query.isascii() and "&" not in query and "%" not in query and "+" not in query:
         return [query[7:]]
     return request.GET.getlist("domain")
 
@@ -186,13 +186,14 @@ def _forbidden(peer: str | None, why: str, settings: TLSPermission) -> HttpRespo
 
 
 def _log(answer: str, name: str, reason: str, settings: TLSPermission) -> None:
+    name = clean(name, MAX_LOGGED_NAME)  # escaped, and bounded before it is remembered
     skipped = answer_lines.admit((answer, name), settings.log_window)
     if skipped is None:
         return
     logger.info(
         "hostguard TLS permission %s: domain=%s%s%s",
         answer,
-        clean(name, MAX_LOGGED_NAME),
+        name,
         " reason=%s" % reason if reason else "",
         " (%d more answers since the last line: each is logged once per %d s)" % (skipped, settings.log_window)
         if skipped

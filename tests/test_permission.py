@@ -155,6 +155,20 @@ def test_a_missing_or_malformed_domain_is_a_bad_request(client: Client, query: s
     assert response.content == b"malformed\n"
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "domain=b\xc3\xbccher.example",  # raw UTF-8, as a WSGI server passes it (decoded as latin-1)
+        "domain=b%C3%BCcher.example",
+        "domain=ACME.example.",
+        "other=1&domain=acme.example",
+    ],
+)
+def test_the_query_is_read_as_django_reads_it(client: Client, query: str) -> None:
+    response = client.get(URL, headers={"host": ASK_HOST}, REMOTE_ADDR="127.0.0.1", QUERY_STRING=query)
+    assert response.status_code == 200
+
+
 def test_the_name_is_read_as_hosts_are_everywhere() -> None:
     assert permission.certificate_name("Bücher.Example.") == "xn--bcher-kva.example"
     assert permission.certificate_name("r1---sn-x.example") == "r1---sn-x.example"

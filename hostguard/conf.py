@@ -39,12 +39,18 @@ DEFAULTS: dict[str, Any] = {
     "HOSTGUARD_AUDIT_RETENTION_DAYS": 30,
     "HOSTGUARD_SNI_HEADER": None,
     "HOSTGUARD_TRUSTED_PROXIES": [],
+    "HOSTGUARD_TLS_ASK_FROM": None,
+    "HOSTGUARD_TLS_ANY_DEPLOYMENT": False,
+    "HOSTGUARD_TLS_WILDCARDS": False,
 }
 
 MODES = ("enforce", "report")
 #: The ``HOSTGUARD_TRUSTED_PROXIES`` entry that trusts a peer with no network address:
 #: a proxy connected over a Unix-domain socket (``REMOTE_ADDR`` is empty there).
 UNIX_SOCKET = "unix"
+#: Who may ask the TLS permission endpoint when ``HOSTGUARD_TLS_ASK_FROM`` is ``None``,
+#: besides ``HOSTGUARD_TRUSTED_PROXIES``: this machine.
+LOOPBACK = ("127.0.0.0/8", "::1")
 
 
 class InvalidSetting(ValueError):
@@ -162,6 +168,21 @@ def parse_trusted_proxies(value: object) -> TrustedProxies:
     return TrustedProxies(tuple(networks), any_peer, unix_socket)
 
 
+def parse_ask_from(value: object, proxies: TrustedProxies | None = None) -> TrustedProxies:
+    """``HOSTGUARD_TLS_ASK_FROM``: the peers that may ask the TLS permission endpoint.
+
+    ``None`` means :data:`LOOPBACK` and the trusted ``proxies``
+    (``HOSTGUARD_TRUSTED_PROXIES``); a list, in that setting's syntax, replaces both.
+    Raises :class:`InvalidSetting`.
+    """
+    if value is not None:
+        return parse_trusted_proxies(value)
+    loopback = parse_trusted_proxies(LOOPBACK)
+    if proxies is None:
+        return loopback
+    return TrustedProxies(loopback.networks + proxies.networks, proxies.any_peer, proxies.unix_socket)
+
+
 def parse_mode(value: object) -> str:
     mode = str(value).strip().lower()
     if mode not in MODES:
@@ -225,6 +246,19 @@ class GateSettings(NamedTuple):
     #: quick test that may match more than the rules do), and the rules.
     restricted_prefixes: tuple[str, ...]
     path_rules: tuple[PathRule, ...]
+
+
+class TLSPermission(NamedTuple):
+    """What the TLS permission endpoint (:mod:`hostguard.views`) reads on every ask."""
+
+    askers: TrustedProxies
+    deployment: str | None
+    any_deployment: bool
+    wildcards: bool
+    #: ``request.META`` key of ``HOSTGUARD_SNI_HEADER``, or ``None``.
+    sni_meta_key: str | None
+    #: Seconds in which each distinct log line is written once (``HOSTGUARD_AUDIT_WINDOW_SECONDS``).
+    log_window: int
 
 
 # --- the settings object ---------------------------------------------------------------
@@ -296,6 +330,16 @@ class Settings:
         value = self._get("HOSTGUARD_SNI_HEADER")
         return str(value) if value else None
 
+    @property
+    def TLS_ANY_DEPLOYMENT(self) -> bool:
+        """Let the TLS permission endpoint allow hosts of tenants every deployment serves."""
+        return bool(self._get("HOSTGUARD_TLS_ANY_DEPLOYMENT"))
+
+    @property
+    def TLS_WILDCARDS(self) -> bool:
+        """Let the TLS permission endpoint allow names only a wildcard authority claims."""
+        return bool(self._get("HOSTGUARD_TLS_WILDCARDS"))
+
     # --- parsed and cached ------------------------------------------------------------
 
     @cached_property
@@ -319,6 +363,24 @@ class Settings:
             return parse_trusted_proxies(self._get("HOSTGUARD_TRUSTED_PROXIES"))
         except InvalidSetting as exc:
             raise ImproperlyConfigured("HOSTGUARD_TRUSTED_PROXIES: %s" % exc.message) from None
+
+    @cached_property
+    def tls_permission(self) -> TLSPermission:
+        """The TLS permission endpoint's settings; raises ImproperlyConfigured (check E013 says why)."""
+        value = self._get("HOSTGUARD_TLS_ASK_FROM")
+        try:
+            askers = parse_ask_from(value, self.trusted_proxies if value is None else None)
+        except InvalidSetting as exc:
+            raise ImproperlyConfigured("HOSTGUARD_TLS_ASK_FROM: %s" % exc.message) from None
+        header = self.SNI_HEADER
+        return TLSPermission(
+            askers=askers,
+            deployment=self.DEPLOYMENT,
+            any_deployment=self.TLS_ANY_DEPLOYMENT,
+            wildcards=self.TLS_WILDCARDS,
+            sni_meta_key=meta_key(header) if header else None,
+            log_window=self.AUDIT_WINDOW_SECONDS,
+        )
 
     @cached_property
     def path_rules(self) -> tuple[PathRule, ...]:

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from hostguard.metrics import metrics_view
 from project import views
@@ -12,4 +12,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # Prometheus; HOSTGUARD_ADMIN_HOSTS keeps it to the always-allowed hosts (settings.py).
     path("metrics", metrics_view, name="metrics"),
+    # hostguard's endpoints: /_hostguard/tls-permission is what Caddy's on-demand TLS asks.
+    path("_hostguard/", include("hostguard.urls")),
 ]

@@ -29,8 +29,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from django.http import HttpRequest, HttpResponse
-from django.utils.translation import gettext as _
-from django.utils.translation import gettext_noop
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_safe
 
 from hostguard.conf import conf
@@ -273,17 +272,18 @@ def _log_missing() -> None:
     global _missing_logged
     if not _missing_logged:
         _missing_logged = True
-        logger.error(MISSING)
+        logger.error("%s", MISSING)
 
 
 # --- the endpoint --------------------------------------------------------------------------
 
-MISSING = gettext_noop(
+# Lazy, so importing this module (a URLconf does) never reads settings.
+MISSING = gettext_lazy(
     "hostguard's metrics need prometheus_client, which is not installed: "
     'pip install "hostguard[prometheus]" (or prometheus-client) and restart.'
 )
-OFF = gettext_noop("hostguard's metrics are off in this process.")
-UNREADABLE = gettext_noop("hostguard could not collect its metrics; its log says why.")
+OFF = gettext_lazy("hostguard's metrics are off in this process.")
+UNREADABLE = gettext_lazy("hostguard could not collect its metrics; its log says why.")
 
 
 @require_safe
@@ -305,7 +305,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         if not AVAILABLE:
             _log_missing()
         return HttpResponse(
-            _(MISSING if not AVAILABLE else OFF) + "\n",
+            str(MISSING if not AVAILABLE else OFF) + "\n",
             status=503,
             content_type="text/plain; charset=utf-8",
             headers={"Cache-Control": "no-store"},
@@ -317,7 +317,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         # E.g. PROMETHEUS_MULTIPROC_DIR removed under a running server: say so, never a 500.
         logger.exception("hostguard could not collect its metrics")
         return HttpResponse(
-            _(UNREADABLE) + "\n",
+            str(UNREADABLE) + "\n",
             status=503,
             content_type="text/plain; charset=utf-8",
             headers={"Cache-Control": "no-store"},

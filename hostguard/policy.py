@@ -141,7 +141,7 @@ class Policy:
             snapshot = store.full(using)
         else:
             try:
-                delta = store.delta(using, base.version)
+                delta = store.delta(using, base.version, base.token, committed_only=self.background)
             except store.Unreachable:
                 logger.info("hostguard's change log no longer reaches back to version %d: reading it all", base.version)
                 snapshot = store.full(using)

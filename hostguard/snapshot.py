@@ -125,6 +125,7 @@ class Snapshot:
         "built_at",
         "deployments",
         "size",
+        "token",
         "version",
     )
 
@@ -139,8 +140,11 @@ class Snapshot:
         deployments: dict[int, str],
         size: int,
         overlays: tuple[dict[str, Any], dict[str, Any], dict[int, Any]] | None = None,
+        token: Any = None,
     ) -> None:
         self.version = version
+        #: When the database made this version (tells it from a rolled-back one of the same number).
+        self.token = token
         self._exact = exact
         self._wild = wildcards
         self._tenants = tenants
@@ -314,6 +318,7 @@ class Snapshot:
         old_hosts: Mapping[int, Iterable[str]],
         tenants: Mapping[int, TenantRecord | None],
         deployments: dict[int, str] | None,
+        token: Any = None,
     ) -> Snapshot:
         """A new snapshot at ``version``: this one with those rows as they are now.
 
@@ -354,6 +359,7 @@ class Snapshot:
             self.deployments if deployments is None else deployments,
             size,
             (exact_overlay, wild_overlay, tenant_overlay),
+            token,
         )
 
     def compacted(self) -> Snapshot:
@@ -374,7 +380,7 @@ class Snapshot:
                     index[key] = _group_value(value) if packing else value
             merged.append(index)
         exact, wildcards, tenants = merged
-        return Snapshot(self.version, exact, wildcards, tenants, self.deployments, self.size)
+        return Snapshot(self.version, exact, wildcards, tenants, self.deployments, self.size, token=self.token)
 
     def tenant_ids(self) -> set[int]:
         """Every tenant id the snapshot knows (a test and introspection helper; costs a copy)."""

@@ -47,6 +47,9 @@ class HostGuardMiddleware:
             raise ImproperlyConfigured("HostGuardMiddleware needs 'hostguard' in INSTALLED_APPS.")
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
+        # The site is loading (a worker booting, the ASGI app being built): read the
+        # hosts now, so the first requests find them.
+        policy.preload()
         if self.async_mode:
             markcoroutinefunction(self)
 

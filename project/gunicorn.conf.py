@@ -72,26 +72,19 @@ def ssl_context(config, default_ssl_context_factory):
     return context
 
 
-def when_ready(server):
-    """With ``--preload``, read the policy once in the master: every worker forks with it."""
+def pre_fork(server, worker):
+    """With ``--preload``, bring the master's policy up to date before each fork: a worker
+    (re)started later begins with what the others serve, not with the boot-time read."""
     if not server.cfg.preload_app:
         return
-    from django.db import connections
-
     from hostguard.policy import policy
 
-    try:
-        policy.refresh()
-    except Exception:  # each worker's refresher keeps trying; it logs why
-        pass
-    finally:
-        # A connection opened here must not be shared by the forked workers.
-        connections.close_all()
+    policy.preload()  # at most 2 s, on a thread of its own: a hanging database never holds the master
 
 
 def post_worker_init(worker):
-    """Start reading the policy as the worker boots (its first requests wait for it, at
-    most 2 s), and hand the SNI name record_sni saw to hostguard as environ["hostguard.sni"]."""
+    """Start the worker's refresher at once (the site's middleware has read the policy as
+    it loaded), and hand the SNI name record_sni saw to hostguard as environ["hostguard.sni"]."""
     from hostguard.policy import policy
 
     policy.start()

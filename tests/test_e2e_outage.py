@@ -160,19 +160,20 @@ def test_a_worker_started_while_the_database_hangs_answers_503_at_once(outage: O
             print(
                 f"\n503s while the database hangs, per round of {WORKERS}: {', '.join(f'{t:.2f}' for t in timings)} s"
             )
-            # The first requests of a fresh worker wait at most the start-up grace (2 s)
-            # for its first snapshot; after that, nothing waits on the hanging database.
-            assert timings[0] < 2.5
-            assert max(timings[1:]) < 0.5
+            # A worker waits at most 2 s for its first snapshot as it boots (before it
+            # serves); after that, no request waits on the hanging database.
+            assert max(timings) < 0.5
             assert statuses(server, "acme.example", "/healthz") == {200}
             assert statuses(server, "localhost") == {200}
+            # The stall is said in the log, not passed over in silence.
+            said = e2e.wait_until(
+                lambda: "has waited on the database" in server.stderr(limit=10_000_000), timeout=REFRESH + 5
+            )
+            assert said is not None, server.stderr()
             outage.relay.restore()
             recovered = e2e.wait_until(lambda: statuses(server, "acme.example") == {200}, timeout=15)
             assert recovered is not None, server.stderr()
             print(f"recovered on every worker {recovered:.2f} s after the database answered again")
-            # The stall was said in the log, not passed over in silence.
-            log = server.stderr(limit=10_000_000)
-            assert "hostguard could not load its policy" in log or "has waited on the database" in log, log[-3000:]
     finally:
         outage.relay.restore()
 

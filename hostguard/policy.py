@@ -76,6 +76,10 @@ class Policy:
 
     def _init_threads(self) -> None:
         self._wakeup = threading.Event()
+        #: Set when the refresher has finished its first attempt (either way).
+        self._confirmed = threading.Event()
+        #: The snapshot came with fork() and the database has not confirmed it yet.
+        self._inherited = False
         self._attempt_started: float | None = None
         self._thread: threading.Thread | None = None
         self._listener: Any = None
@@ -95,9 +99,9 @@ class Policy:
             return snapshot
         if not self.background:
             return self._foreground()
-        # Never waits: with nothing loaded yet the request is answered 503 at once.
+        # Never waits: with nothing loaded (or confirmed) yet, the request gets 503 at once.
         self.start()
-        return self._current
+        return None if self._inherited else self._current
 
     def preload(self, timeout: float = STARTUP_WAIT) -> None:
         """Read the policy now, for a process that is starting (the middleware does it as
@@ -140,20 +144,32 @@ class Policy:
         finally:
             connections.close_all()  # this thread's own: it ends here
 
-    def start(self) -> None:
-        """Start this process's refresher (and its listener), if they are not running."""
-        if not self.background or self._thread is not None:
-            return
-        with _START_LOCK:
-            if self._thread is not None:
-                return
-            thread = threading.Thread(target=self._run, name="hostguard-policy", daemon=True)
-            self._thread = thread
-            thread.start()
-            threading.Thread(target=self._watch, name="hostguard-policy-watchdog", daemon=True).start()
-            from hostguard import push
+    def start(self, wait: float = 0.0) -> None:
+        """Start this process's refresher (and its listener), if they are not running.
 
-            self._listener = push.listen(self)
+        A worker forked with a snapshot (gunicorn's ``--preload``) serves it only once
+        its refresher has brought it up to date — until then, 503 — so a worker started
+        during an outage never answers from an older policy than its siblings.
+        ``wait``: how long to wait for that (a booting worker, never a request).
+        """
+        if not self.background:
+            return
+        if self._thread is None:
+            with _START_LOCK:
+                if self._thread is None:
+                    thread = threading.Thread(target=self._run, name="hostguard-policy", daemon=True)
+                    self._thread = thread
+                    thread.start()
+                    threading.Thread(target=self._watch, name="hostguard-policy-watchdog", daemon=True).start()
+                    from hostguard import push
+
+                    self._listener = push.listen(self)
+            if not self._inherited:
+                self._publish()
+        if wait > 0:
+            self._confirmed.wait(wait)
+
+    def _publish(self) -> None:
         with self._install_lock:
             if self._current is not None and not self._stale:
                 self.fresh = self._current
@@ -265,6 +281,8 @@ class Policy:
                 if snapshot is not before and snapshot is not None:
                     logger.debug("hostguard policy at version %d: %d authorities", snapshot.version, snapshot.size)
                 self.confirmed_at = time.time()
+                self._inherited = False
+                self._publish()
                 self._health.reachable(self._current)
             except Exception:
                 if self._current is None:
@@ -273,6 +291,7 @@ class Policy:
                     self._warn("hostguard could not refresh its policy; %s")
             finally:
                 self._attempt_started = None
+                self._confirmed.set()
                 # Keep this thread's connection only as long as CONN_MAX_AGE allows, as
                 # Django does for request threads.
                 close_old_connections()
@@ -339,6 +358,7 @@ class Policy:
         self._install_lock = threading.Lock()
         self._foreground_lock = threading.Lock()
         self._init_threads()
+        self._inherited = self._current is not None
         # The first request goes through obtain(), which starts this process's threads.
         self.fresh = None
 

@@ -87,7 +87,9 @@ def post_worker_init(worker):
     it loaded), and hand the SNI name record_sni saw to hostguard as environ["hostguard.sni"]."""
     from hostguard.policy import policy
 
-    policy.start()
+    # A snapshot inherited from the master (--preload) is served once the database has
+    # confirmed it: wait for that here, as the worker boots, at most 2 s.
+    policy.start(wait=2.0)
     if worker.cfg.is_ssl:
         from hostguard.sni import wsgi_with_sni
 

@@ -10,8 +10,11 @@ itself once the database is back.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 
 import pytest
@@ -201,3 +204,49 @@ def test_a_database_that_hangs_under_running_servers_is_said_in_the_log(outage: 
             lambda: "stalled policy refresh has ended" in server.stderr(limit=10_000_000), timeout=15
         )
         assert ended is not None, server.stderr()
+
+
+def test_with_preload_a_worker_restarted_in_an_outage_never_serves_an_older_policy(outage: Outage) -> None:
+    # gunicorn --preload: the site (and a snapshot) load once in the master, and every
+    # worker forks with that snapshot. A worker restarted later (a crash, max_requests)
+    # must not answer from it while its siblings had moved on.
+    server = outage.site.server(workers=1, env={"GUNICORN_CMD_ARGS": "--preload"})
+    with server:
+        assert statuses(server, "globex.example") == {421}  # us-1's tenant
+        outage.site.python(
+            "from hostguard.models import Deployment, Tenant\n"
+            "tenant = Tenant.objects.get(slug='globex')\n"
+            "tenant.deployment = Deployment.objects.get(name='eu-1')\ntenant.save()\n"
+        )
+        assert e2e.wait_until(lambda: statuses(server, "globex.example") == {200}, timeout=REFRESH + 3) is not None
+        try:
+            # While the database is reachable, a restarted worker starts from the master's
+            # snapshot brought up to date before the fork: it serves globex at once.
+            killed = {entry.pid for entry in server.access_log()}
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+            assert e2e.wait_until(lambda: statuses(server, "globex.example") == {200}, timeout=10) is not None
+            # Move it back, then cut the database and restart the worker again: the master
+            # could not bring its snapshot up to date, so the new worker answers 503 until
+            # the database confirms it — never globex's old 200.
+            outage.site.python(
+                "from hostguard.models import Deployment, Tenant\n"
+                "tenant = Tenant.objects.get(slug='globex')\n"
+                "tenant.deployment = Deployment.objects.get(name='us-1')\ntenant.save()\n"
+            )
+            assert e2e.wait_until(lambda: statuses(server, "globex.example") == {421}, timeout=REFRESH + 3) is not None
+            outage.relay.cut()
+            killed = {entry.pid for entry in server.access_log()} - killed
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            seen: set[int] = set()
+            while time.monotonic() < deadline:
+                with suppress(OSError, e2e.IncompleteResponse):
+                    seen |= statuses(server, "globex.example")
+                time.sleep(0.1)
+            assert 200 not in seen, seen
+            assert seen & {503, 421}
+        finally:
+            outage.relay.restore()
+        assert e2e.wait_until(lambda: statuses(server, "globex.example") == {421}, timeout=15) is not None

@@ -108,6 +108,7 @@ class HostGuardMiddleware:
             meta.get("HTTP_X_FORWARDED_HOST") if gate.trust_forwarded_host else None,
             meta.get("HTTP_X_FORWARDED_PORT") if gate.trust_forwarded_port else None,
             sni.request_sni(meta, gate.sni_meta_key),
+            request.path,
         )
         decision = decide(facts, snapshot, gate)
         if decision.verdict == ALLOW and decision.tenant_id is not None and gate.host_alone and facts.sni is None:
@@ -182,7 +183,8 @@ class RememberedAllows:
             return False
         path = request.path_info
         if (gate.exempt_paths and path.startswith(gate.exempt_paths)) or (
-            gate.restricted_prefixes and path.startswith(gate.restricted_prefixes)
+            gate.restricted_prefixes
+            and (path.startswith(gate.restricted_prefixes) or request.path.startswith(gate.restricted_prefixes))
         ):
             return False
         target = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from benchmarks import common
 
-SCRIPTS = ("bench_wsgi", "bench_snapshot", "bench_audit", "bench_http")
+SCRIPTS = ("bench_wsgi", "bench_snapshot", "bench_changes", "bench_audit", "bench_http", "bench_propagation")
 
 
 def main() -> int:

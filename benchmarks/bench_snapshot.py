@@ -36,7 +36,7 @@ def rss_bytes() -> int:
 
 def child(directory: Path, size: int, warm_builds: int) -> dict[str, float]:
     common.configure(directory, size)
-    from hostguard.policy import build_snapshot
+    from hostguard.store import full as build_snapshot
 
     gc.collect()
     before = rss_bytes()

@@ -10,7 +10,9 @@ hostguard and that gate again with a view that reads ``request.tenant`` instead 
 too: ``benchmarks/site_tenant.py``).
 Rejections: hostguard's 421, Django's ``DisallowedHost`` 400 (logged at ERROR through
 Django's default logging, as on a site that does not configure it), the ORM gate's
-404, and the floor: a fixed response from the first middleware.
+404, and the floor: a fixed response from the first middleware. Then the TLS
+permission endpoint Caddy asks (``GET /_hostguard/tls-permission?domain=…``, a served
+name) beside an allowed request.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from collections.abc import Sequence
 
 from benchmarks import common
 from benchmarks.common import REJECTED_HOST, Variant, goal, heading
-from benchmarks.site import COMMON, FLOOR, HOSTGUARD, ORM_GATE, QUIET_FLOOR, TENANT_URLCONF
+from benchmarks.site import (
+    COMMON,
+    FLOOR,
+    HOSTGUARD,
+    ORM_GATE,
+    QUIET_FLOOR,
+    TENANT_URLCONF,
+    TLS_PERMISSION,
+    TLS_ROUTE_FLOOR,
+)
 
 NEW_HOSTS = 20_000
 
@@ -81,6 +92,8 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
     gated = {
         size: hostguard(size, common.served_host(size), 200, f"hostguard, {label(size)} authorities") for size in sizes
     }
+    with_metrics = hostguard(reference, allowed, 200, f"hostguard, {label(reference)} authorities, with metrics")
+    with_metrics.metrics = True
     orm = Variant(
         f"ORM gate ({label(reference)} authorities)", {"MIDDLEWARE": [ORM_GATE, COMMON]}, allowed, 200, scale=0.2
     )
@@ -99,7 +112,7 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
         200,
         scale=0.2,
     )
-    allow_variants = [no_gate, static10, static10k, *gated.values(), reads_tenant, orm, orm_reads_tenant]
+    allow_variants = [no_gate, static10, static10k, *gated.values(), with_metrics, reads_tenant, orm, orm_reads_tenant]
 
     heading(
         f"allowed request, {rounds} interleaved rounds × {count} requests "
@@ -126,7 +139,9 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
         ),
         Variant("floor: fixed response, first middleware", {"MIDDLEWARE": [FLOOR, COMMON]}, REJECTED_HOST, 421),
         Variant("floor, without Django's log line", {"MIDDLEWARE": [QUIET_FLOOR, COMMON]}, REJECTED_HOST, 421),
+        hostguard(reference, REJECTED_HOST, 421, f"hostguard 421 ({label(reference)} authorities), with metrics"),
     ]
+    refused[-1].metrics = True
     heading(f"rejected request (Host: {REJECTED_HOST}), {rounds} interleaved rounds × {count} requests")
     print(
         "  Django's 400 goes through its default logging (django.security.DisallowedHost at ERROR), as shipped;\n"
@@ -159,6 +174,8 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
     fresh_samples = common.measure(fresh, rounds, count)
     common.table(fresh_samples, baseline=fresh[0].name)
 
+    ask_samples, ask_names = tls_permission_costs(rounds, count, gated[reference], allowed)
+
     heading("lookup alone: Snapshot._decide, no memo, 1,000 distinct served hosts per size")
     lookups = lookup_costs(snapshots, rounds, count)
     common.table(lookups, baseline=next(iter(lookups)), unit="µs/lookup")
@@ -184,6 +201,23 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
     goal("rejected, hostguard's 421 vs the floor", r <= 1.10, f"{r:.3f}×", "≤ 1.10×")
     r = common.ratio(refuse, refused[0].name, refused[4].name)
     print(f"info  rejected, hostguard's 421 vs the floor without Django's log line: {r:.3f}×")
+    # Prometheus metrics (hostguard.metrics): nothing runs for an allowed request; a
+    # refusal adds one counter increment.
+    r = common.ratio(allow, with_metrics.name, gate_ref)
+    low, high = common.ratio_spread(allow, with_metrics.name, gate_ref)
+    measured = f"{r:.3f}×, IQR {low:.3f}–{high:.3f}"
+    goal(f"allowed, hostguard {label(reference)} with metrics vs without", r <= 1.02, measured, "≤ 1.02×")
+    r = common.ratio(refuse, refused[-1].name, refused[0].name)
+    low, high = common.ratio_spread(refuse, refused[-1].name, refused[0].name)
+    measured = f"{r:.3f}×, IQR {low:.3f}–{high:.3f}"
+    goal("rejected, hostguard's 421 with metrics vs without", r <= 1.05, measured, "≤ 1.05×")
+    ask_name, allowed_name, floor_name = ask_names
+    r = common.ratio(ask_samples, ask_name, allowed_name)
+    goal(f"TLS permission ask vs an allowed request ({label(reference)} authorities)", r <= 1.2, f"{r:.3f}×", "≤ 1.2×")
+    r = common.ratio(ask_samples, floor_name, allowed_name)
+    print(f"info  the ask's route with a view that does nothing vs an allowed request: {r:.3f}×")
+    r = common.ratio(ask_samples, ask_name, floor_name)
+    print(f"info  TLS permission ask vs its route with a view that does nothing: {r:.3f}× (the endpoint's own work)")
     smallest, largest = sizes[0], sizes[-1]
     r = common.ratio(allow, gated[largest].name, gated[smallest].name)
     goal(
@@ -205,6 +239,34 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
         f"info  lookup alone (no memo), {label(largest)} vs {label(smallest)} authorities: {r:.3f}× "
         "(a table larger than the CPU caches costs memory latency, not a scan)"
     )
+
+
+def tls_permission_costs(
+    rounds: int, count: int, allowed: Variant, name: str
+) -> tuple[dict[str, list[float]], tuple[str, str, str]]:
+    """Caddy's ask for a served name beside an allowed request and the ask's route with a
+    view that does nothing, interleaved; (samples, (ask, allowed, route floor)).
+
+    All run with docs/caddy.md's settings: the endpoint kept to the always-allowed hosts.
+    """
+    kept = ["localhost", "127.0.0.1"]
+    settings = {**allowed.settings, "HOSTGUARD_ADMIN_HOSTS": {"/_hostguard/": kept, "/_floor/": kept}}
+    request = Variant(allowed.name, settings, allowed.host, 200, snapshot=allowed.snapshot)
+    query = f"domain={name}"
+
+    def asking(label: str, path: str) -> Variant:
+        # Caddy asks with its ask URL's host, which the site always lets through.
+        extra = {"QUERY_STRING": query, "RAW_URI": f"{path}?{query}"}
+        return Variant(label, settings, "127.0.0.1:8000", 200, snapshot=allowed.snapshot, path=path, extra=extra)
+
+    size = allowed.name.removeprefix("hostguard, ")
+    ask = asking(f"TLS permission ask, served name ({size})", TLS_PERMISSION)
+    floor = asking("its route, a view that does nothing", TLS_ROUTE_FLOOR)
+    heading(f"TLS permission ask (GET {TLS_PERMISSION}?{query}) beside an allowed request, {rounds} rounds")
+    common.check([request, ask, floor])
+    samples = common.measure([request, ask, floor], rounds, count)
+    common.table(samples, baseline=request.name)
+    return samples, (ask.name, request.name, floor.name)
 
 
 def lookup_costs(snapshots: dict[int, object], rounds: int, count: int) -> dict[str, list[float]]:

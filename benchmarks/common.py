@@ -288,6 +288,23 @@ def build_policy(directory: Path, size: int) -> Any:
     return policy.refresh()
 
 
+_metrics: Any = None
+
+
+def bench_metrics() -> Any:
+    """hostguard's metrics on a registry of the benchmark's own (needs prometheus-client)."""
+    global _metrics
+    if _metrics is None:
+        from hostguard import metrics
+
+        if not metrics.AVAILABLE:
+            raise SystemExit("a 'with metrics' variant needs prometheus-client: pip install -r requirements.txt")
+        from prometheus_client import CollectorRegistry
+
+        _metrics = metrics.Metrics(CollectorRegistry(), multiprocess=False)
+    return _metrics
+
+
 def install_snapshot(snapshot: Any) -> None:
     # The policy holds one snapshot per process; each hostguard variant here has its own
     # data set, so its snapshot is put in place before its round (all share one stamp,
@@ -397,18 +414,26 @@ class Variant:
     # If set, each request takes the next of these hosts instead of ``host``.
     hosts: Sequence[str] | None = None
     position: int = 0
+    # hostguard's Prometheus metrics on (hostguard.metrics) or off, whatever is installed.
+    metrics: bool = False
 
     @contextmanager
     def active(self) -> Iterator[Callable[..., Any]]:
-        """Inside: this variant's settings, snapshot, and a freshly built WSGI handler."""
+        """Inside: this variant's settings, snapshot, metrics, and a freshly built WSGI handler."""
         from django.core.handlers.wsgi import WSGIHandler
         from django.test.utils import override_settings
 
-        with override_settings(**self.settings):
-            if self.snapshot is not None:
-                install_snapshot(self.snapshot)
-            # WSGIHandler loads MIDDLEWARE when built: build it under these settings.
-            yield WSGIHandler()
+        from hostguard import metrics
+
+        previous = metrics.activate(bench_metrics() if self.metrics else None)
+        try:
+            with override_settings(**self.settings):
+                if self.snapshot is not None:
+                    install_snapshot(self.snapshot)
+                # WSGIHandler loads MIDDLEWARE when built: build it under these settings.
+                yield WSGIHandler()
+        finally:
+            metrics.activate(previous)
 
     def environ(self) -> dict[str, Any]:
         return environ(self.host, self.path, **self.extra)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
-from django.urls import path
+from django.urls import include, path
 
 
 def ok(request: HttpRequest) -> HttpResponse:
@@ -22,7 +22,13 @@ def tenant(request: HttpRequest) -> HttpResponse:
     return HttpResponse(b"ok\n", content_type="text/plain")
 
 
-urlpatterns = [path("", ok)]
+urlpatterns = [
+    path("", ok),
+    path("_hostguard/", include("hostguard.urls")),
+    # The TLS permission endpoint's route with a view that does nothing, as deep in the
+    # URLconf: what the route costs, without the endpoint's own work.
+    path("_floor/", include([path("tls-permission", ok)])),
+]
 
 
 class ORMGateMiddleware:
@@ -71,3 +77,6 @@ FLOOR = "benchmarks.site.FloorMiddleware"
 QUIET_FLOOR = "benchmarks.site.QuietFloorMiddleware"
 HOSTGUARD = "hostguard.middleware.HostGuardMiddleware"
 COMMON = "django.middleware.common.CommonMiddleware"
+#: Where the benchmark site mounts hostguard's TLS permission endpoint (as the demo does).
+TLS_PERMISSION = "/_hostguard/tls-permission"
+TLS_ROUTE_FLOOR = "/_floor/tls-permission"

@@ -41,12 +41,18 @@ DEFAULTS: dict[str, Any] = {
     "HOSTGUARD_TRUSTED_PROXIES": [],
     "HOSTGUARD_TENANT_MODEL": "hostguard.Tenant",
     "HOSTGUARD_TENANT_FIELDS": [],
+    "HOSTGUARD_TLS_ASK_FROM": None,
+    "HOSTGUARD_TLS_ANY_DEPLOYMENT": False,
+    "HOSTGUARD_TLS_WILDCARDS": False,
 }
 
 MODES = ("enforce", "report")
 #: The ``HOSTGUARD_TRUSTED_PROXIES`` entry that trusts a peer with no network address:
 #: a proxy connected over a Unix-domain socket (``REMOTE_ADDR`` is empty there).
 UNIX_SOCKET = "unix"
+#: Who may ask the TLS permission endpoint when ``HOSTGUARD_TLS_ASK_FROM`` is ``None``,
+#: besides ``HOSTGUARD_TRUSTED_PROXIES``: this machine.
+LOOPBACK = ("127.0.0.0/8", "::1")
 
 
 class InvalidSetting(ValueError):
@@ -162,6 +168,21 @@ def parse_trusted_proxies(value: object) -> TrustedProxies:
             bad,
         )
     return TrustedProxies(tuple(networks), any_peer, unix_socket)
+
+
+def parse_ask_from(value: object, proxies: TrustedProxies | None = None) -> TrustedProxies:
+    """``HOSTGUARD_TLS_ASK_FROM``: the peers that may ask the TLS permission endpoint.
+
+    ``None`` means :data:`LOOPBACK` and the trusted ``proxies``
+    (``HOSTGUARD_TRUSTED_PROXIES``); a list, in that setting's syntax, replaces both.
+    Raises :class:`InvalidSetting`.
+    """
+    if value is not None:
+        return parse_trusted_proxies(value)
+    loopback = parse_trusted_proxies(LOOPBACK)
+    if proxies is None:
+        return loopback
+    return TrustedProxies(loopback.networks + proxies.networks, proxies.any_peer, proxies.unix_socket)
 
 
 def parse_mode(value: object) -> str:
@@ -307,6 +328,19 @@ class GateSettings(NamedTuple):
     path_rules: tuple[PathRule, ...]
 
 
+class TLSPermission(NamedTuple):
+    """What the TLS permission endpoint (:mod:`hostguard.views`) reads on every ask."""
+
+    askers: TrustedProxies
+    deployment: str | None
+    any_deployment: bool
+    wildcards: bool
+    #: ``request.META`` key of ``HOSTGUARD_SNI_HEADER``, or ``None``.
+    sni_meta_key: str | None
+    #: Seconds in which each distinct log line is written once (``HOSTGUARD_AUDIT_WINDOW_SECONDS``).
+    log_window: int
+
+
 # --- the settings object ---------------------------------------------------------------
 
 
@@ -386,6 +420,16 @@ class Settings:
         value = self._get("HOSTGUARD_TENANT_FIELDS")
         return (value,) if isinstance(value, str) else tuple(value)
 
+    @property
+    def TLS_ANY_DEPLOYMENT(self) -> bool:
+        """Let the TLS permission endpoint allow hosts of tenants every deployment serves."""
+        return bool(self._get("HOSTGUARD_TLS_ANY_DEPLOYMENT"))
+
+    @property
+    def TLS_WILDCARDS(self) -> bool:
+        """Let the TLS permission endpoint allow names only a wildcard authority claims."""
+        return bool(self._get("HOSTGUARD_TLS_WILDCARDS"))
+
     # --- parsed and cached ------------------------------------------------------------
 
     @cached_property
@@ -420,6 +464,24 @@ class Settings:
             return parse_trusted_proxies(self._get("HOSTGUARD_TRUSTED_PROXIES"))
         except InvalidSetting as exc:
             raise ImproperlyConfigured("HOSTGUARD_TRUSTED_PROXIES: %s" % exc.message) from None
+
+    @cached_property
+    def tls_permission(self) -> TLSPermission:
+        """The TLS permission endpoint's settings; raises ImproperlyConfigured (check E013 says why)."""
+        value = self._get("HOSTGUARD_TLS_ASK_FROM")
+        try:
+            askers = parse_ask_from(value, self.trusted_proxies if value is None else None)
+        except InvalidSetting as exc:
+            raise ImproperlyConfigured("HOSTGUARD_TLS_ASK_FROM: %s" % exc.message) from None
+        header = self.SNI_HEADER
+        return TLSPermission(
+            askers=askers,
+            deployment=self.DEPLOYMENT,
+            any_deployment=self.TLS_ANY_DEPLOYMENT,
+            wildcards=self.TLS_WILDCARDS,
+            sni_meta_key=meta_key(header) if header else None,
+            log_window=self.AUDIT_WINDOW_SECONDS,
+        )
 
     @cached_property
     def path_rules(self) -> tuple[PathRule, ...]:

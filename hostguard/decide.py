@@ -71,6 +71,9 @@ class RequestFacts(NamedTuple):
     forwarded_port: str | None = None
     #: The TLS server name the connection was opened for, when it can be trusted.
     sni: str | None = None
+    #: The path with the site's ``SCRIPT_NAME`` in front (``request.path``), when the
+    #: site is mounted under one: ``HOSTGUARD_ADMIN_HOSTS`` matches either form.
+    full_path: str = ""
 
 
 def decide(facts: RequestFacts, snapshot: Snapshot | None, gate: GateSettings) -> Decision:
@@ -94,7 +97,9 @@ def decide(facts: RequestFacts, snapshot: Snapshot | None, gate: GateSettings) -
         if decision.verdict == MISDIRECTED and gate.report_mode and report_may_serve(decision, gate):
             decision = replace(decision, reported=True)
     if gate.restricted_prefixes and (decision.verdict == ALLOW or decision.reported):
-        return restrict_path(decision, facts.path, gate)
+        decision = restrict_path(decision, facts.path, gate)
+        if facts.full_path and facts.full_path != facts.path:
+            decision = restrict_path(decision, facts.full_path, gate)
     return decision
 
 
@@ -113,6 +118,8 @@ def report_may_serve(decision: Decision, gate: GateSettings) -> bool:
 
 def restrict_path(decision: Decision, path: str, gate: GateSettings) -> Decision:
     """``decision``, or a 404 when ``HOSTGUARD_ADMIN_HOSTS`` keeps ``path`` to other hosts."""
+    if decision.verdict == HIDDEN:
+        return decision
     for rule in gate.path_rules:
         # "/admin/" covers "/admin" too: its redirect to "/admin/" would reveal the admin.
         if path.startswith(rule.prefix) or path == rule.prefix.rstrip("/"):

@@ -20,7 +20,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
 
-from hostguard import audit, responses, signals, sni
+from hostguard import audit, metrics, responses, signals, sni
 from hostguard.conf import GateSettings, conf
 from hostguard.decide import RequestFacts, decide
 from hostguard.decision import ALLOW, EXEMPT, HIDDEN, MALFORMED, UNAVAILABLE, Decision
@@ -46,6 +46,9 @@ class HostGuardMiddleware:
             raise ImproperlyConfigured("HostGuardMiddleware needs 'hostguard' in INSTALLED_APPS.")
         self.get_response = get_response
         self.async_mode = iscoroutinefunction(get_response)
+        # The site is loading (a worker booting, the ASGI app being built): read the
+        # hosts now, so the first requests find them.
+        policy.preload()
         if self.async_mode:
             markcoroutinefunction(self)
 
@@ -66,7 +69,10 @@ class HostGuardMiddleware:
         decision = self.decision(request)
         if decision is not None:
             if decision.verdict == UNAVAILABLE:
-                snapshot = await sync_to_async(policy.obtain, thread_sensitive=False)()
+                # In the background it may wait (at start only) for another thread: not on
+                # the thread Django keeps for sync work. In the foreground it reads the
+                # database, on that thread, as sync code does.
+                snapshot = await sync_to_async(policy.obtain, thread_sensitive=not policy.background)()
                 decision = self.full_decision(request, decision.scheme, snapshot)
             response = self.answer(request, decision)
             if signals.host_mismatch.receivers and (response is not None or decision.reported):
@@ -101,6 +107,7 @@ class HostGuardMiddleware:
             meta.get("HTTP_X_FORWARDED_HOST") if gate.trust_forwarded_host else None,
             meta.get("HTTP_X_FORWARDED_PORT") if gate.trust_forwarded_port else None,
             sni.request_sni(meta, gate.sni_meta_key),
+            request.path,
         )
         decision = decide(facts, snapshot, gate)
         tenant_id = decision.tenant_id
@@ -119,6 +126,7 @@ class HostGuardMiddleware:
             if decision.reported:
                 # Report-only: count and log the would-be 421, then serve the request.
                 audit.mismatch(request, decision)
+                metrics.refused(decision)
             if decision.tenant_id is None:
                 request.tenant = None  # type: ignore[attr-defined]
             # else full_decision() set it, from the snapshot it decided with.
@@ -128,6 +136,7 @@ class HostGuardMiddleware:
         if verdict == HIDDEN:
             return responses.not_found(request)
         audit.mismatch(request, decision)
+        metrics.refused(decision)
         if verdict == MALFORMED:
             return responses.malformed(request)
         return responses.misdirected(request)
@@ -177,7 +186,8 @@ class RememberedAllows:
             return False
         path = request.path_info
         if (gate.exempt_paths and path.startswith(gate.exempt_paths)) or (
-            gate.restricted_prefixes and path.startswith(gate.restricted_prefixes)
+            gate.restricted_prefixes
+            and (path.startswith(gate.restricted_prefixes) or request.path.startswith(gate.restricted_prefixes))
         ):
             return False
         target = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")

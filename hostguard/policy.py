@@ -17,8 +17,9 @@ writer and the refresher can both move it forward without a lock on the way.
 
 If the database is unreachable or hangs (hostguard's own queries have timeouts, and
 a watchdog says when a refresh overruns), the last good snapshot keeps serving.
-With none at all, a request waits at most :data:`STARTUP_WAIT` for the first one,
-and is answered 503 at once while an attempt keeps failing.
+With none at all, a request is answered 503 at once: a starting process reads its
+first snapshot as the site loads (:meth:`Policy.preload`, from the middleware),
+waiting at most :data:`STARTUP_WAIT`, before any request arrives.
 
 Tests and management commands may set :attr:`Policy.background` to ``False``: then
 snapshots are read on the calling thread (which sees its own uncommitted writes).
@@ -38,14 +39,15 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 
-from hostguard import changes, store
+from hostguard import changes, metrics, store
 from hostguard.changes import Change
 from hostguard.conf import conf
 from hostguard.snapshot import Snapshot
 
 logger = logging.getLogger("hostguard.policy")
 
-#: How long a request may wait for a process's first snapshot before it gets 503.
+#: How long a starting process waits for its first snapshot (as the site loads, never
+#: in a request): then it serves, answering 503 at once until the snapshot arrives.
 STARTUP_WAIT = 2.0
 #: An overlay this large (or past a fiftieth of the snapshot) is merged into new base indexes.
 COMPACT_AT = 2048
@@ -74,47 +76,100 @@ class Policy:
 
     def _init_threads(self) -> None:
         self._wakeup = threading.Event()
-        self._first_attempt = threading.Event()
-        self._started_at: float | None = None
+        #: Set when the refresher has finished its first attempt (either way).
+        self._confirmed = threading.Event()
+        #: The snapshot came with fork() and the database has not confirmed it yet.
+        self._inherited = False
         self._attempt_started: float | None = None
         self._thread: threading.Thread | None = None
         self._listener: Any = None
+        self._loader: threading.Thread | None = None
 
     # --- the request path ---------------------------------------------------------
 
     def obtain(self) -> Snapshot | None:
         """The snapshot to decide with, for sync callers that found :attr:`fresh` empty.
 
-        In the background it waits, at most :data:`STARTUP_WAIT` after this process
-        first tried, for the first snapshot; in the foreground it reads it now.
+        In the background it starts this process's refresher and returns what there is
+        (``None`` before a first snapshot: the request gets 503); in the foreground it
+        reads the database now, on this thread.
         """
         snapshot = self.fresh
         if snapshot is not None:
             return snapshot
         if not self.background:
             return self._foreground()
+        # Never waits: with nothing loaded (or confirmed) yet, the request gets 503 at once.
         self.start()
-        if self._current is None and not self._first_attempt.is_set() and self._started_at is not None:
-            remaining = STARTUP_WAIT - (time.monotonic() - self._started_at)
-            if remaining > 0:
-                self._first_attempt.wait(remaining)
-        return self._current
+        return None if self._inherited else self._current
 
-    def start(self) -> None:
-        """Start this process's refresher (and its listener), if they are not running."""
-        if not self.background or self._thread is not None:
+    def preload(self, timeout: float = STARTUP_WAIT) -> None:
+        """Read the policy now, for a process that is starting (the middleware does it as
+        the site loads, before any request): wait at most ``timeout`` seconds for it.
+
+        The read runs on a short-lived thread of its own, so a hanging database holds
+        the start-up for ``timeout`` at most, and no thread is left running for good —
+        a gunicorn master (``--preload``) must not fork with one. The snapshot read is
+        used from the first request on; the refresher starts with that request.
+        """
+        if not self.background:
             return
-        with _START_LOCK:
-            if self._thread is not None:
-                return
-            self._started_at = time.monotonic()
-            thread = threading.Thread(target=self._run, name="hostguard-policy", daemon=True)
-            self._thread = thread
-            thread.start()
-            threading.Thread(target=self._watch, name="hostguard-policy-watchdog", daemon=True).start()
-            from hostguard import push
+        loader = self._loader
+        if loader is not None and loader.is_alive():
+            return  # a previous read still waits on the database: one is enough
+        loader = threading.Thread(target=self._preload, name="hostguard-policy-preload", daemon=True)
+        self._loader = loader
+        loader.start()
+        loader.join(timeout)
 
-            self._listener = push.listen(self)
+    def _preload(self) -> None:
+        try:
+            base = self._current
+            if base is None:
+                snapshot = store.full(conf.DATABASE)
+            else:
+                try:
+                    delta = store.delta(conf.DATABASE, base.version, base.token)
+                except store.Unreachable:
+                    snapshot = store.full(conf.DATABASE)
+                else:
+                    snapshot = base if delta is None else base.with_changes(*delta)
+            with self._install_lock:
+                current = self._current
+                if current is None or current is base or snapshot.version > current.version:
+                    self._current = snapshot  # not yet fresh: the first request starts the refresher
+            self.confirmed_at = time.time()
+        except Exception:
+            logger.debug("hostguard's start-up read failed; its refresher will retry", exc_info=True)
+        finally:
+            connections.close_all()  # this thread's own: it ends here
+
+    def start(self, wait: float = 0.0) -> None:
+        """Start this process's refresher (and its listener), if they are not running.
+
+        A worker forked with a snapshot (gunicorn's ``--preload``) serves it only once
+        its refresher has brought it up to date — until then, 503 — so a worker started
+        during an outage never answers from an older policy than its siblings.
+        ``wait``: how long to wait for that (a booting worker, never a request).
+        """
+        if not self.background:
+            return
+        if self._thread is None:
+            with _START_LOCK:
+                if self._thread is None:
+                    thread = threading.Thread(target=self._run, name="hostguard-policy", daemon=True)
+                    self._thread = thread
+                    thread.start()
+                    threading.Thread(target=self._watch, name="hostguard-policy-watchdog", daemon=True).start()
+                    from hostguard import push
+
+                    self._listener = push.listen(self)
+            if not self._inherited:
+                self._publish()
+        if wait > 0:
+            self._confirmed.wait(wait)
+
+    def _publish(self) -> None:
         with self._install_lock:
             if self._current is not None and not self._stale:
                 self.fresh = self._current
@@ -141,7 +196,7 @@ class Policy:
             snapshot = store.full(using)
         else:
             try:
-                delta = store.delta(using, base.version)
+                delta = store.delta(using, base.version, base.token, committed_only=self.background)
             except store.Unreachable:
                 logger.info("hostguard's change log no longer reaches back to version %d: reading it all", base.version)
                 snapshot = store.full(using)
@@ -226,6 +281,8 @@ class Policy:
                 if snapshot is not before and snapshot is not None:
                     logger.debug("hostguard policy at version %d: %d authorities", snapshot.version, snapshot.size)
                 self.confirmed_at = time.time()
+                self._inherited = False
+                self._publish()
                 self._health.reachable(self._current)
             except Exception:
                 if self._current is None:
@@ -234,7 +291,7 @@ class Policy:
                     self._warn("hostguard could not refresh its policy; %s")
             finally:
                 self._attempt_started = None
-                self._first_attempt.set()
+                self._confirmed.set()
                 # Keep this thread's connection only as long as CONN_MAX_AGE allows, as
                 # Django does for request threads.
                 close_old_connections()
@@ -294,9 +351,6 @@ class Policy:
             self.confirmed_at = None
             self._stale = False
             self._health = _Health()
-            if self._thread is None:
-                self._first_attempt = threading.Event()
-                self._started_at = None
 
     def _after_fork(self) -> None:
         # Threads do not survive fork(): a forked worker starts its own refresher, and
@@ -304,8 +358,7 @@ class Policy:
         self._install_lock = threading.Lock()
         self._foreground_lock = threading.Lock()
         self._init_threads()
-        if self._current is not None:
-            self._first_attempt.set()
+        self._inherited = self._current is not None
         # The first request goes through obtain(), which starts this process's threads.
         self.fresh = None
 
@@ -333,6 +386,7 @@ class _Health:
         return True
 
     def failed(self, message: str, current: Snapshot | None) -> None:
+        metrics.refresh_failed()
         first = not self.failing
         self.failing = True
         now = time.monotonic()
@@ -355,6 +409,7 @@ class _Health:
             logger.warning(message + " (still failing: %s)", fallback, _gist(sys.exc_info()[1]))
 
     def reachable(self, current: Snapshot | None) -> None:
+        metrics.policy_confirmed(current)
         if self.failing:
             self.failing = False
             self.last_warning = float("-inf")

@@ -27,7 +27,8 @@ from django.utils import timezone
 
 from hostguard.changes import AUTHORITY, DEPLOYMENT, EVERYTHING, LARGE_CHANGE, TENANT, Change
 from hostguard.conf import conf
-from hostguard.snapshot import AuthorityRow, Snapshot, TenantRecord
+from hostguard.db import bounded
+from hostguard.snapshot import AuthorityRow, Snapshot, TenantRecord, ordered, pack_entry, unpack
 
 #: The PostgreSQL channel writers notify and processes listen on.
 CHANNEL = "hostguard_policy"
@@ -43,6 +44,7 @@ class Delta(NamedTuple):
     old_hosts: dict[int, set[str]]
     tenants: dict[int, TenantRecord | None]
     deployments: dict[int, str] | None
+    token: Any = None
 
 
 class Unreachable(Exception):
@@ -59,22 +61,31 @@ def record(using: str, changes: Iterable[Change]) -> int:
     changes = list(changes)
     if len(changes) > LARGE_CHANGE:
         changes = [Change(EVERYTHING)]
+    # The same instant in the stamp and in its change rows: a version's token (see delta()).
     now = timezone.now()
-    stamps = PolicyStamp.objects.using(using).filter(pk=1)
-    if not stamps.update(version=F("version") + 1, changed_at=now):
-        PolicyStamp.objects.using(using).get_or_create(pk=1, defaults={"version": 1, "changed_at": now})
-    version = stamps.values_list("version", flat=True).get()
-    PolicyChange.objects.using(using).bulk_create(
-        [
-            PolicyChange(version=version, kind=change.kind, object_id=change.object_id, old_host=change.old_host)
-            for change in changes
-        ]
-    )
-    connection = connections[using]
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            # Delivered at commit, and only then; listeners re-read the log themselves.
-            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(version)])
+    # One transaction even in autocommit: a version is never visible without its changes.
+    with transaction.atomic(using=using, savepoint=False):
+        stamps = PolicyStamp.objects.using(using).filter(pk=1)
+        if not stamps.update(version=F("version") + 1, changed_at=now):
+            PolicyStamp.objects.using(using).get_or_create(pk=1, defaults={"version": 1, "changed_at": now})
+        version = stamps.values_list("version", flat=True).get()
+        PolicyChange.objects.using(using).bulk_create(
+            [
+                PolicyChange(
+                    version=version,
+                    kind=change.kind,
+                    object_id=change.object_id,
+                    old_host=change.old_host,
+                    created_at=now,
+                )
+                for change in changes
+            ]
+        )
+        connection = connections[using]
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                # Delivered at commit, and only then; listeners re-read the log themselves.
+                cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(version)])
     return int(version)
 
 
@@ -83,64 +94,133 @@ def record(using: str, changes: Iterable[Change]) -> int:
 
 @contextmanager
 def reading(using: str, seconds: float) -> Iterator[Any]:
-    """A transaction on ``using`` whose statements give up after ``seconds``.
-
-    hostguard's own background queries must never hang silently: PostgreSQL gets a
-    ``statement_timeout`` for this transaction only, SQLite a busy timeout (its
-    waits are on locks).
-    """
+    """A cursor in a transaction on ``using`` whose statements give up after ``seconds``
+    (:func:`hostguard.db.bounded`): the policy's reads never hang silently."""
     connection = connections[using]
-    with transaction.atomic(using=using), connection.cursor() as cursor:
-        milliseconds = max(1, int(seconds * 1000))
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL statement_timeout = %d" % milliseconds)
-        elif connection.vendor == "sqlite":
-            cursor.execute("PRAGMA busy_timeout = %d" % milliseconds)
+    with bounded(connection, using, seconds), connection.cursor() as cursor:
         yield cursor
 
 
-def read_stamp(cursor: Any) -> tuple[int, int]:
-    """(version, pruned_through): the policy's version, and the newest change the log has lost."""
+def read_stamp(cursor: Any) -> tuple[int, int, Any]:
+    """(version, pruned_through, token): the policy's version, the newest change the log
+    has lost, and the instant the version was made (which tells two versions of the same
+    number apart: one rolled back, one committed later)."""
     from hostguard.models import PolicyStamp
 
     table = _table(cursor, PolicyStamp)
-    cursor.execute("SELECT version, pruned_through FROM %s WHERE id = 1" % table)
+    cursor.execute("SELECT version, pruned_through, changed_at FROM %s WHERE id = 1" % table)
     row = cursor.fetchone()
-    return (int(row[0]), int(row[1] or 0)) if row else (0, 0)
+    return (int(row[0]), int(row[1] or 0), row[2]) if row else (0, 0, None)
 
 
 def full(using: str | None = None, seconds: float = 60.0) -> Snapshot:
     """Read the whole policy: the stamp first, then every deployment, tenant and authority."""
-    from hostguard.models import Authority
 
     using = using or conf.DATABASE
     with reading(using, seconds) as cursor:
-        version, _pruned = read_stamp(cursor)
+        version, _pruned, token = read_stamp(cursor)
         deployments = read_deployments(cursor)
         tenants = dict(read_tenants(cursor, None))
-        cursor.execute("SELECT %s FROM %s" % (", ".join(_authority_columns(cursor)), _table(cursor, Authority)))
-        return Snapshot.build(version, _fetch(cursor), tenants, deployments)
+        exact, wildcards, size = _read_index(cursor)
+        return Snapshot(version, exact, wildcards, tenants, deployments, size, token=token)
 
 
-def delta(using: str, since: int, seconds: float = 10.0) -> Delta | None:
-    """What changed after version ``since``, or ``None`` if nothing did.
+def _read_index(cursor: Any) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """The base indexes, read in three queries so that most rows never become Python tuples.
 
-    Raises :class:`Unreachable` when only a full read can tell (the log was pruned
-    past ``since``, or a change names everything).
+    Simple authorities (any port, any scheme, active) are most of them, and alone under
+    their pattern (the unique constraint on host and scheme for an any-port claim):
+    they arrive as (pattern, id, tenant id) and are stored packed. The rest — ports,
+    schemes, inactive claims — are merged in as full entries.
+    """
+    from hostguard.models import Authority
+
+    quote = cursor.db.ops.quote_name
+    pk, host, port, scheme, active, tenant = (
+        quote(_column(Authority, name)) for name in ("pk", "host", "port", "scheme", "is_active", "tenant")
+    )
+    table = _table(cursor, Authority)
+    # Packed in SQL (see hostguard.snapshot.pack), within a signed 64-bit integer.
+    simple = "%s IS NULL AND %s = '' AND %s AND %s >= 0 AND %s < 2147483648 AND %s >= 0 AND %s < 4294967296" % (
+        port,
+        scheme,
+        active,
+        pk,
+        pk,
+        tenant,
+        tenant,
+    )
+    wildcard = "substr(%s, 1, 2) = '*.'" % host
+    indexes: list[dict[str, Any]] = []
+    size = 0
+    for key, kind in ((host, "NOT " + wildcard), ("substr(%s, 3)" % host, wildcard)):
+        cursor.execute(
+            "SELECT %s, %s * 4294967296 + %s FROM %s WHERE %s AND %s" % (key, pk, tenant, table, simple, kind)
+        )
+        index: dict[str, Any] = {}
+        while rows := cursor.fetchmany(20_000):
+            index.update(rows)
+        size += len(index)
+        indexes.append(index)
+    exact, wildcards = indexes
+    cursor.execute(
+        "SELECT %s FROM %s WHERE NOT (%s)" % (", ".join((pk, host, port, scheme, active, tenant)), table, simple)
+    )
+    for row in _fetch(cursor):
+        size += 1
+        _merge(exact, wildcards, row)
+    return exact, wildcards, size
+
+
+def _merge(exact: dict[str, Any], wildcards: dict[str, Any], row: AuthorityRow) -> None:
+    authority_id, host, port, scheme, active, tenant_id = row
+    entry = (port, scheme, authority_id, tenant_id, active, host)
+    index, key = (wildcards, host[2:]) if host.startswith("*.") else (exact, host)
+    group = index.get(key)
+    if group is None:
+        packed = pack_entry(entry)
+        index[key] = (entry,) if packed is None else packed
+    else:
+        if type(group) is int:
+            group = unpack(group, host)
+        index[key] = ordered((*group, entry))
+
+
+def delta(
+    using: str, since: int, token: Any = None, seconds: float = 10.0, *, committed_only: bool = True
+) -> Delta | None:
+    """What changed after version ``since`` (made at ``token``), or ``None`` if nothing did.
+
+    Raises :class:`Unreachable` when only a full read can tell: the log was pruned
+    past ``since``, a change names everything, or ``since`` is not the version this
+    database has under that number (the process saw a write that was rolled back).
+    ``committed_only``: ``since`` was read from committed data only (the background),
+    so a database behind it is a replica catching up, not a rollback.
     """
     from hostguard.models import PolicyChange
 
     with reading(using, seconds) as cursor:
-        version, pruned_through = read_stamp(cursor)
-        if version <= since:
+        table = _table(cursor, PolicyChange)
+        version, pruned_through, current_token = read_stamp(cursor)
+        if version == since:
+            if token is not None and current_token is not None and current_token != token:
+                raise Unreachable(since)
+            return None
+        if version < since:
+            if not committed_only:
+                raise Unreachable(since)  # read inside a transaction that was rolled back
             # Older: a replica that has not caught up with a write this process already
             # applied (or a database restored under it, which needs a restart).
             return None
         if pruned_through > since:
             raise Unreachable(since)
+        if token is not None and since > 0:
+            cursor.execute("SELECT created_at FROM %s WHERE version = %%s" % table, [since])
+            row = cursor.fetchone()
+            if row is not None and row[0] != token:
+                raise Unreachable(since)
         cursor.execute(
-            "SELECT kind, object_id, old_host FROM %s WHERE version > %%s AND version <= %%s"
-            % _table(cursor, PolicyChange),
+            "SELECT kind, object_id, old_host FROM %s WHERE version > %%s AND version <= %%s" % table,
             [since, version],
         )
         authority_ids: set[int] = set()
@@ -163,7 +243,10 @@ def delta(using: str, since: int, seconds: float = 10.0) -> Delta | None:
         tenants: dict[int, TenantRecord | None] = dict.fromkeys(tenant_ids)
         tenants.update(read_tenants(cursor, tenant_ids))
         deployments = read_deployments(cursor) if deployments_changed else None
-        return Delta(version, authorities, dict(old_hosts), tenants, deployments)
+        # A prune that committed while this read (READ COMMITTED) may have taken rows it needed.
+        if read_stamp(cursor)[1] > since:
+            raise Unreachable(since)
+        return Delta(version, authorities, dict(old_hosts), tenants, deployments, current_token)
 
 
 def read_deployments(cursor: Any) -> dict[int, str]:
@@ -183,9 +266,14 @@ def read_tenants(cursor: Any, ids: Iterable[int] | None) -> Iterator[tuple[int, 
     names = ("pk", "slug", "name", "deployment", "is_active", *extra)
     columns = [quote(_column(model, name)) for name in names]
     query = "SELECT %s FROM %s" % (", ".join(columns), _table(cursor, model))
+    rows = _rows_for(cursor, query, columns[0], ids)
+    if not extra:  # the common case, at a million rows: no unpacking into a list
+        for pk, slug, name, deployment_id, active in rows:
+            yield pk, TenantRecord(slug, name, deployment_id, bool(active))
+        return
     convert = _converters(cursor.db, model, extra)
-    for pk, slug, name, deployment_id, active, *values in _rows_for(cursor, query, columns[0], ids):
-        yield int(pk), TenantRecord(slug, name, int(deployment_id), bool(active), convert(values))
+    for pk, slug, name, deployment_id, active, *values in rows:
+        yield pk, TenantRecord(slug, name, deployment_id, bool(active), convert(values))
 
 
 def _converters(connection: Any, model: Any, names: tuple[str, ...]) -> Callable[[list[Any]], tuple[Any, ...]]:

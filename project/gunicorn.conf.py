@@ -16,10 +16,18 @@
   this file would share: the last one started would take it over, and stopping any
   one would delete it for the others — several deployments on one host could not
   be told apart.
+- ``PROMETHEUS_MULTIPROC_DIR``: where the workers keep their Prometheus metrics
+  (hostguard[prometheus], docs/metrics.md) so that a scrape of any worker counts
+  them all. By default each instance makes its own temporary directory and removes
+  it at exit; a directory you name is emptied of metric files at start (one
+  directory per instance). A worker that exits takes its gauges with it.
 """
 
+import importlib.util
 import os
 import re
+import shutil
+import tempfile
 
 if "BIND" in os.environ:
     bind = [address.strip() for address in os.environ["BIND"].split(",") if address.strip()]
@@ -64,8 +72,24 @@ def ssl_context(config, default_ssl_context_factory):
     return context
 
 
+def pre_fork(server, worker):
+    """With ``--preload``, bring the master's policy up to date before each fork: a worker
+    (re)started later begins with what the others serve, not with the boot-time read."""
+    if not server.cfg.preload_app:
+        return
+    from hostguard.policy import policy
+
+    policy.preload()  # at most 2 s, on a thread of its own: a hanging database never holds the master
+
+
 def post_worker_init(worker):
-    """Hand the SNI name record_sni saw to hostguard as environ["hostguard.sni"]."""
+    """Start the worker's refresher at once (the site's middleware has read the policy as
+    it loaded), and hand the SNI name record_sni saw to hostguard as environ["hostguard.sni"]."""
+    from hostguard.policy import policy
+
+    # A snapshot inherited from the master (--preload) is served once the database has
+    # confirmed it: wait for that here, as the worker boots, at most 2 s.
+    policy.start(wait=2.0)
     if worker.cfg.is_ssl:
         from hostguard.sni import wsgi_with_sni
 
@@ -73,9 +97,63 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Write the mismatches this worker still buffers before it goes (graceful stop, reload)."""
+    """Write the mismatches this worker still buffers before it goes (graceful stop, reload).
+
+    Within the graceful timeout, less a margin (a second, or a fifth of it if that is
+    more) for gunicorn to reap the worker: past the timeout the worker is killed
+    without a word, so hostguard gives up first and logs exactly what it could not write.
+    """
+    import time
+
     try:
         from hostguard.audit import shutdown
     except Exception:  # the app never loaded: nothing was recorded
         return
-    shutdown()
+    graceful = float(server.cfg.graceful_timeout)
+    shutdown(deadline=time.monotonic() + max(0.5, min(graceful - 1.0, graceful * 0.8)))
+
+
+# --- Prometheus metrics across workers (prometheus_client's multiprocess mode) -----------
+# Set up here, at load, before a preloaded app imports prometheus_client and before any
+# worker forks. This file is read again on a reload (SIGHUP) and by a new master after
+# an upgrade (SIGUSR2); the marker says which master set the directory up, and how.
+_PROMETHEUS_MARKER = "HOSTGUARD_PROMETHEUS_DIR_SETUP"
+
+
+def _prometheus_setup():
+    if importlib.util.find_spec("prometheus_client") is None:
+        return  # the extra is not installed: no metrics to share
+    current = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    pid, _, rest = os.environ.get(_PROMETHEUS_MARKER, "").partition(" ")
+    how, _, path = rest.partition(" ")
+    if current and path == current and (pid == str(os.getpid()) or how == "given"):
+        return  # a reload, or an upgrade sharing the directory given: its files are live
+    if current and path != current:
+        # Named by the operator: a previous run's files would add to this one's counts.
+        os.makedirs(current, exist_ok=True)
+        for name in os.listdir(current):
+            if name.endswith(".db"):
+                os.remove(os.path.join(current, name))
+        how = "given"
+    else:
+        current, how = tempfile.mkdtemp(prefix="hostguard-prometheus-"), "created"
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = current
+    os.environ[_PROMETHEUS_MARKER] = f"{os.getpid()} {how} {current}"
+
+
+_prometheus_setup()
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's Prometheus gauges: they describe a process that is gone."""
+    if os.environ.get(_PROMETHEUS_MARKER):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the Prometheus directory this master made."""
+    current = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if current and os.environ.get(_PROMETHEUS_MARKER) == f"{os.getpid()} created {current}":
+        shutil.rmtree(current, ignore_errors=True)

@@ -24,15 +24,30 @@ ALLOWED_HOSTS = ["*"]
 HOSTGUARD_DEPLOYMENT = env.str("HOSTGUARD_DEPLOYMENT", default="local")
 HOSTGUARD_ALWAYS_ALLOW = env.list("HOSTGUARD_ALWAYS_ALLOW", default=["localhost", "127.0.0.1", "[::1]"])
 # The operator's admin answers only on these hosts: a customer's domain gets a plain
-# 404 there, so it never shows the operator's login page.
-HOSTGUARD_ADMIN_HOSTS = {"/admin/": env.list("HOSTGUARD_ADMIN_HOSTS", default=HOSTGUARD_ALWAYS_ALLOW)}
+# 404 there, so it never shows the operator's login page. Likewise Prometheus metrics
+# (/metrics, docs/metrics.md) and hostguard's own endpoints (/_hostguard/tls-permission,
+# which Caddy asks at the always-allowed 127.0.0.1): a tenant's host must never reach them.
+_operator_hosts = env.list("HOSTGUARD_ADMIN_HOSTS", default=HOSTGUARD_ALWAYS_ALLOW)
+HOSTGUARD_ADMIN_HOSTS = {
+    "/admin/": _operator_hosts,
+    "/metrics": HOSTGUARD_ALWAYS_ALLOW,
+    "/_hostguard/": _operator_hosts,
+}
 HOSTGUARD_EXEMPT_PATHS = ["/healthz"]
 HOSTGUARD_JSON_PATHS = ["/api/"]
 HOSTGUARD_REFRESH_SECONDS = env.float("HOSTGUARD_REFRESH_SECONDS", default=2.0)
+# On PostgreSQL, changes arrive by push (LISTEN/NOTIFY); polling stays as the fallback.
+HOSTGUARD_PUSH = env.bool("HOSTGUARD_PUSH", default=True)
 # TLS ending at a proxy (README "Deploying"): the header carrying the SNI name,
 # honoured only from these peers (addresses or CIDRs of REMOTE_ADDR).
 HOSTGUARD_SNI_HEADER = env.str("HOSTGUARD_SNI_HEADER", default="") or None
 HOSTGUARD_TRUSTED_PROXIES = env.list("HOSTGUARD_TRUSTED_PROXIES", default=[])
+# Caddy's on-demand TLS (docs/caddy.md): who may ask for certificates (unset: loopback
+# and HOSTGUARD_TRUSTED_PROXIES), and whether tenants of other deployments and names
+# under wildcard authorities get them.
+HOSTGUARD_TLS_ASK_FROM = env.list("HOSTGUARD_TLS_ASK_FROM", default=None)
+HOSTGUARD_TLS_ANY_DEPLOYMENT = env.bool("HOSTGUARD_TLS_ANY_DEPLOYMENT", default=False)
+HOSTGUARD_TLS_WILDCARDS = env.bool("HOSTGUARD_TLS_WILDCARDS", default=False)
 # "report" logs and records would-be 421s but lets the requests through (rollout).
 HOSTGUARD_MODE = env.str("HOSTGUARD_MODE", default="enforce")
 HOSTGUARD_AUDIT_FLUSH_SECONDS = env.float("HOSTGUARD_AUDIT_FLUSH_SECONDS", default=1.0)

@@ -1,6 +1,7 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
+from hostguard.metrics import metrics_view
 from project import views
 
 urlpatterns = [
@@ -10,4 +11,8 @@ urlpatterns = [
     path("api/ping", views.ping, name="ping"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    # Prometheus; HOSTGUARD_ADMIN_HOSTS keeps it to the always-allowed hosts (settings.py).
+    path("metrics", metrics_view, name="metrics"),
+    # hostguard's endpoints: /_hostguard/tls-permission is what Caddy's on-demand TLS asks.
+    path("_hostguard/", include("hostguard.urls")),
 ]

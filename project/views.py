@@ -4,6 +4,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from hostguard.policy import policy
+
 
 def home(request: HttpRequest) -> HttpResponse:
     return render(
@@ -39,12 +41,14 @@ def tenant(request: HttpRequest) -> JsonResponse:
 def ping(request: HttpRequest) -> JsonResponse:
     """Who answered, from hostguard's decision alone: no database query, even for the tenant."""
     decision = getattr(request, "hostguard", None)
+    snapshot = policy.snapshot
     return JsonResponse(
         {
             "ok": True,
             "tenant": (decision.tenant_slug or None) if decision is not None else None,
             "deployment": settings.HOSTGUARD_DEPLOYMENT,
             "pid": os.getpid(),
+            "policy_version": snapshot.version if snapshot is not None else None,
         }
     )
 

@@ -4,11 +4,15 @@
         url = f"postgres://postgres@127.0.0.1:{relay.port}/db"
         ...
         relay.cut()      # every open connection is reset, new ones are reset at once
-        relay.restore()  # new connections are forwarded again
+        relay.stall()    # nothing is forwarded any more, nothing is closed either
+        relay.restore()  # forwarding again (what a stall held back goes on its way)
 
 A cut relay keeps its listening port (so ``restore()`` never races another process
 for it) and answers each new connection with a reset, which a client sees at once as
 "connection closed" — as when the database host is down, without waiting for timeouts.
+A stalled relay is the opposite, a network that drops every packet: connections stay
+open and new ones are accepted, but no byte crosses, so a client waits for an answer
+that never comes (no server-side timeout can help: the server never hears of it).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class Relay:
         self._open: set[socket.socket] = set()
         self._cut = False
         self._closed = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.accepted = 0
         self.refused = 0
         self._thread = threading.Thread(target=self._accept_loop, name=f"relay-{self.port}", daemon=True)
@@ -46,9 +52,14 @@ class Relay:
         for sock in doomed:
             _reset(sock)
 
+    def stall(self) -> None:
+        """Forward nothing, in either direction, and close nothing, until :meth:`restore`."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         with self._lock:
             self._cut = False
+        self._flowing.set()
 
     @property
     def is_cut(self) -> bool:
@@ -62,6 +73,7 @@ class Relay:
     def close(self) -> None:
         self._closed = True
         self.cut()
+        self._flowing.set()  # pumps holding data find their sockets reset and end
         with contextlib.suppress(OSError):
             self._listener.close()
         self._thread.join(timeout=2)
@@ -119,6 +131,7 @@ class Relay:
                 data = source.recv(65536)
                 if not data:
                     break
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass

@@ -18,7 +18,7 @@ from django.test import AsyncClient, Client, override_settings
 from django.utils import timezone
 
 from hostguard import audit
-from hostguard.audit import OVERFLOW_HOST, Recorder, recorder
+from hostguard.audit import Recorder, recorder
 from hostguard.models import Authority, Deployment, MismatchLog, Tenant
 from hostguard.signals import host_mismatch
 
@@ -201,15 +201,15 @@ class TestBounds:
             ("unknown_host", "h2.example", 3),
             ("unknown_host", "h3.example", 3),
             ("unknown_host", "h4.example", 3),
-            ("unknown_host", OVERFLOW_HOST, 45),
-            ("malformed_host", OVERFLOW_HOST, 1),
+            ("unknown_host", MismatchLog.OVERFLOW_HOST, 45),
+            ("malformed_host", MismatchLog.OVERFLOW_HOST, 1),
         }
-        overflow = MismatchLog.objects.get(host=OVERFLOW_HOST, reason="unknown_host")
+        overflow = MismatchLog.objects.get(host=MismatchLog.OVERFLOW_HOST, reason="unknown_host")
         assert (overflow.reason, overflow.port, overflow.tenant, overflow.authority) == (
             "unknown_host",
             None,
             None,
-            OVERFLOW_HOST,
+            MismatchLog.OVERFLOW_HOST,
         )
 
     @override_settings(HOSTGUARD_AUDIT_MAX_KEYS=5)
@@ -222,8 +222,8 @@ class TestBounds:
             second.record("local", "unknown_host", f"b{index}.example", 80, "http", now=now)
         first.flush()
         second.flush()
-        assert MismatchLog.objects.exclude(host=OVERFLOW_HOST).count() == 5
-        assert MismatchLog.objects.get(host=OVERFLOW_HOST).count == 6
+        assert MismatchLog.objects.exclude(host=MismatchLog.OVERFLOW_HOST).count() == 5
+        assert MismatchLog.objects.get(host=MismatchLog.OVERFLOW_HOST).count == 6
         assert totals() == {"unknown_host": 12}
 
     @override_settings(HOSTGUARD_AUDIT_MAX_KEYS=2, HOSTGUARD_AUDIT_WINDOW_SECONDS=60)
@@ -404,7 +404,7 @@ class TestLogging:
             recorder.flush(final=True)
         (summary,) = mismatch_records(caplog)
         assert summary.suppressed == 7  # type: ignore[attr-defined]
-        assert OVERFLOW_HOST in summary.getMessage()
+        assert MismatchLog.OVERFLOW_HOST in summary.getMessage()
 
 
 @pytest.mark.usefixtures("sites")

@@ -17,7 +17,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from hostguard.admin.chart import hourly_chart
-from hostguard.audit import OVERFLOW_HOST
 from hostguard.models import Authority, Deployment, MismatchLog, get_tenant_model
 
 # hostguard.Tenant, or the site's own model (tests/settings_swapped.py runs these tests with one).
@@ -52,7 +51,7 @@ def make_row(
         "deployment": "local",
         "reason": reason,
         "host": host,
-        "port": None if reason == "malformed_host" or host == OVERFLOW_HOST else 80,
+        "port": None if reason == "malformed_host" or host == MismatchLog.OVERFLOW_HOST else 80,
         "scheme": "http",
         "window_start": moment.replace(second=0, microsecond=0),
         "first_seen": moment,
@@ -262,7 +261,7 @@ class TestAllowHost:
 
     def test_malformed_and_overflow_rows_are_refused(self, admin_client: Client) -> None:
         make_tenant("acme")
-        rows = [make_row(HOSTILE, "malformed_host"), make_row(OVERFLOW_HOST)]
+        rows = [make_row(HOSTILE, "malformed_host"), make_row(MismatchLog.OVERFLOW_HOST)]
         response = action(admin_client, "allow_host", rows)
         assert response.status_code == 302
         page = admin_client.get(CHANGELIST)

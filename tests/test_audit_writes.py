@@ -39,9 +39,9 @@ def test_a_row_another_process_made_meanwhile_is_added_to(monkeypatch: pytest.Mo
         first.record("local", "unknown_host", f"h{index}.example", 80, "http", now=now)
         second.record("local", "unknown_host", f"h{index}.example", 80, "http", now=now)
         second.record("local", "unknown_host", f"h{index}.example", 80, "http", now=now)
-    from hostguard import audit
+    from hostguard.audit import writer
 
-    update = audit._update
+    update = writer._update
     raced = {"done": False}
 
     def update_then_race(manager: Any, key: Any, entry: Any) -> bool:
@@ -53,7 +53,7 @@ def test_a_row_another_process_made_meanwhile_is_added_to(monkeypatch: pytest.Mo
             first.flush()
         return found
 
-    monkeypatch.setattr(audit, "_update", update_then_race)
+    monkeypatch.setattr(writer, "_update", update_then_race)
     second.flush()
     assert second.pending() == (0, 0)
     assert MismatchLog.objects.count() == 3

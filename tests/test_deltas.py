@@ -112,6 +112,35 @@ def test_a_deleted_tenant_and_a_renamed_deployment() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        (None, "", 1, 2, True, "a.example"),
+        (None, "", 2**32 - 1, 2**32 - 1, True, "*.a.example"),
+        (8443, "https", 7, 9, True, "a.example"),
+        (65535, "http", 7, 9, False, "a.example"),
+        (None, "", 7, 9, False, "a.example"),
+        (1, "", 2**31, 1, True, "[::1]"),
+    ],
+)
+def test_a_group_of_one_is_packed_into_an_int_and_back(entry: Any) -> None:
+    from hostguard.snapshot import pack_entry, unpack
+
+    packed = pack_entry(entry)
+    assert isinstance(packed, int)
+    assert unpack(packed, entry[5]) == (entry,)
+
+
+def test_ids_too_large_to_pack_stay_entries() -> None:
+    from hostguard.snapshot import pack_entry
+
+    assert pack_entry((None, "", 2**32, 1, True, "a.example")) is None
+    snapshot = Snapshot.build(
+        1, [(2**40, "big.example", None, "", True, 1)], {1: TenantRecord("t", "T", 1, True)}, {1: HERE}
+    )
+    assert snapshot.decide("big.example", 80, "http", HERE).authority_id == 2**40
+
+
 # --- through the database ----------------------------------------------------------------
 
 
@@ -123,7 +152,20 @@ def world(db: None) -> dict[str, Any]:
 
 
 HOSTS = ["a.example", "b.example", "*.a.example", "x.a.example", "*.example", "c.b.example"]
-PROBE_HOSTS = ["a.example", "b.example", "x.a.example", "y.x.a.example", "c.b.example", "z.example", "none.test"]
+PROBE_HOSTS = [
+    "a.example",
+    "b.example",
+    "x.a.example",
+    "y.x.a.example",
+    "c.b.example",
+    "z.example",
+    "none.test",
+    "moved-a.example",
+    "moved-b.example",
+    "moved-x.a.example",
+    "moved-example",
+    "moved-c.b.example",
+]
 
 operation = st.one_of(
     st.tuples(st.just("add"), st.sampled_from(HOSTS), st.sampled_from([None, 8443]), st.integers(0, 3)),
@@ -137,6 +179,11 @@ operation = st.one_of(
     st.tuples(st.just("bulk_create"), st.sampled_from(HOSTS), st.integers(0, 3)),
     st.tuples(st.just("delete_tenant_hosts"), st.integers(0, 3)),
     st.tuples(st.just("rename_deployment"), st.integers(0, 1)),
+    st.tuples(st.just("unread_delete"), st.integers(0, 10)),
+    st.tuples(st.just("unread_rehost"), st.integers(0, 10), st.sampled_from(HOSTS)),
+    st.tuples(st.just("stale_rehost"), st.integers(0, 10), st.sampled_from(HOSTS)),
+    st.tuples(st.just("update_or_create"), st.sampled_from(HOSTS), st.integers(0, 3)),
+    st.tuples(st.just("upsert"), st.integers(0, 10), st.sampled_from(HOSTS)),
 )
 
 
@@ -175,6 +222,27 @@ def apply(op: tuple[Any, ...], world: dict[str, Any]) -> None:
                 Authority.objects.bulk_create([Authority(host=op[1], tenant=tenants[op[2]], port=9000)])
             elif kind == "delete_tenant_hosts":
                 Authority.objects.filter(tenant=tenants[op[1]]).delete()
+            elif kind == "unread_delete" and authorities:
+                Authority(pk=authorities[op[1] % len(authorities)].pk).delete()
+            elif kind == "unread_rehost" and authorities:
+                old = authorities[op[1] % len(authorities)]
+                Authority(pk=old.pk, host=op[2], tenant_id=old.tenant_id, created_at=old.created_at).save()
+            elif kind == "stale_rehost" and authorities:
+                # An instance read before someone else moved the row (two editors).
+                stale = authorities[op[1] % len(authorities)]
+                Authority.objects.filter(pk=stale.pk).update(host="moved-" + stale.host.lstrip("*."))
+                stale.host = op[2]
+                stale.save()
+            elif kind == "update_or_create":
+                Authority.objects.update_or_create(host=op[1], defaults={"tenant": tenants[op[2]]})
+            elif kind == "upsert" and authorities:
+                old = authorities[op[1] % len(authorities)]
+                Authority.objects.bulk_create(
+                    [Authority(pk=old.pk, host=op[2], tenant_id=old.tenant_id)],
+                    update_conflicts=True,
+                    unique_fields=["id"],
+                    update_fields=["host"],
+                )
             elif kind == "rename_deployment":
                 deployment = Deployment.objects.get(pk=deployments[op[1]].pk)
                 deployment.name = "eu-1" if deployment.name != "eu-1" else "eu-9"
@@ -202,11 +270,15 @@ def test_random_writes_applied_as_deltas_decide_as_a_full_read(world: dict[str, 
             current = policy.advance()
             assert current is not None
         fresh = store.full()
+        rows = Authority.objects.values_list("pk", "host", "port", "scheme", "is_active", "tenant_id")
+        built = Snapshot.build(fresh.version, rows, {}, {})
+        assert sorted(fresh.patterns()) == sorted(built.patterns()), "the packed read and a plain build agree"
         assert current.version == fresh.version
         assert current.size == fresh.size
         assert decisions(current, PROBE_HOSTS) == decisions(fresh, PROBE_HOSTS)
-        # Applied as deltas on the snapshot read at the start: its base index is shared.
-        assert current._exact is start._exact, "the changes were read in full, not applied as deltas"
+        if all(op[0] != "upsert" for op in operations):  # an upsert is read in full, by design
+            # Applied as deltas on the snapshot read at the start: its base index is shared.
+            assert current._exact is start._exact, "the changes were read in full, not applied as deltas"
     finally:
         transaction.savepoint_rollback(sid)
 
@@ -280,3 +352,20 @@ def test_an_update_names_exactly_the_rows_it_changed(world: dict[str, Any]) -> N
     assert PolicyStamp.objects.get(pk=1).version == before + 1
     assert PolicyChange.objects.filter(version=before + 1).count() == 311
     assert Authority.objects.filter(is_active=False).count() == 311
+
+
+def test_a_read_leaves_the_connections_own_timeouts_as_it_found_them(world: dict[str, Any]) -> None:
+    from django.db import connection
+
+    query = {"sqlite": "PRAGMA busy_timeout", "postgresql": "SHOW statement_timeout"}[connection.vendor]
+
+    def current() -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute(query)
+            return cursor.fetchone()[0]
+
+    before = current()
+    policy.refresh()
+    Authority.objects.create(host="a.example", tenant=world["tenants"][1])
+    policy.advance()
+    assert current() == before

@@ -3,12 +3,17 @@
 Thousands of requests over hundreds of bogus hosts from several client threads:
 exact totals per reason in MismatchLog, a bounded number of rows and log lines, fast
 responses while the SQLite file is exclusively locked, and a graceful stop that
-writes whatever the workers still buffer.
+writes whatever the workers still buffer — or, when the database hangs, says
+exactly what it could not write, within gunicorn's graceful timeout.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import re
+import signal
 import sqlite3
 import threading
 import time
@@ -210,3 +215,115 @@ def test_postgres_unreachable_during_a_flood_loses_nothing(tmp_path: Path) -> No
                     time.sleep(0.2)
                 assert pg_totals(direct_url) == expected
             assert "could not write its mismatch log" in server.stderr(limit=10_000_000)
+
+
+BUSY_SCRIPT = r"""
+import json, logging, sqlite3, sys, time
+from hostguard.audit import Recorder
+from hostguard.models import MismatchLog
+
+lines = []
+
+class Lines(logging.Handler):
+    def emit(self, record):
+        lines.append((time.monotonic(), record.getMessage()))
+
+logging.getLogger("hostguard.audit").addHandler(Lines())
+lock = sqlite3.connect(sys.argv[1], isolation_level=None)
+lock.execute("BEGIN EXCLUSIVE")
+writer = Recorder()
+started = time.monotonic()
+for _ in range(5):
+    writer.record("eu-1", "unknown_host", "evil.example", 80, "http")
+while not lines and time.monotonic() - started < 40:
+    time.sleep(0.05)
+failed_after = lines[0][0] - started if lines else None
+lock.execute("ROLLBACK")
+while MismatchLog.objects.count() == 0 and time.monotonic() - started < 40:
+    time.sleep(0.05)
+writer.shutdown()
+print(json.dumps({"failed_after": failed_after, "lines": [line for _, line in lines],
+                  "count": sum(MismatchLog.objects.values_list("count", flat=True))}))
+"""
+
+
+EXIT_SCRIPT = r"""
+import logging, sqlite3, sys
+from hostguard.audit import recorder
+
+logging.getLogger("hostguard.audit").addHandler(logging.StreamHandler(sys.stdout))
+lock = sqlite3.connect(sys.argv[1], isolation_level=None)
+lock.execute("BEGIN EXCLUSIVE")
+for index in range(7):
+    recorder.record("eu-1", "unknown_host", f"h{index % 2}.example", 80, "http")
+# The script ends with the lock held: the atexit handler cannot write.
+"""
+
+
+def test_a_sqlite_lock_holds_the_writer_and_the_exit_no_longer_than_their_own_timeouts(tmp_path: Path) -> None:
+    # The site waits 20 s for a lock (project/settings.py); the writer thread gives
+    # up after its own timeout (5 flush intervals, at least 2 s), keeps the events and
+    # writes them once the lock is gone.
+    with Site(tmp_path, deployment="eu-1", extra_env={"HOSTGUARD_AUDIT_FLUSH_SECONDS": "0.2"}) as site:
+        result = json.loads(site.python(BUSY_SCRIPT, str(database(site))))
+        assert result["failed_after"] is not None, result
+        assert 2.0 <= result["failed_after"] < 5.0, result
+        assert "could not write its mismatch log (OperationalError: database is locked)" in result["lines"][0]
+        assert result["count"] == 5
+        # A process that is not a gunicorn worker: its atexit handler has a deadline
+        # too, and its last word is the exact count it could not write.
+        started = time.monotonic()
+        output = site.python(EXIT_SCRIPT, str(database(site)))
+        assert time.monotonic() - started < 15
+    assert "exiting without writing 7 mismatch events in 2 rows (OperationalError: database is locked)" in output
+    assert "retried" not in output
+
+
+def test_sigterm_while_the_database_hangs_reports_exactly_what_it_loses(tmp_path: Path) -> None:
+    """The network to PostgreSQL stalls mid-flood (persistent connections, as with
+    CONN_MAX_AGE = 60); the writers notice; SIGTERM ends the server within gunicorn's
+    graceful timeout, and the workers' last words are the exact number of events lost."""
+    e2e.require_postgres()
+    with e2e.postgres_database() as direct_url, Relay(("127.0.0.1", 5432)) as relay:
+        relayed = direct_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{relay.port}/") + "?conn_max_age=60"
+        with Site(tmp_path, database_url=relayed, deployment="eu-1") as site:
+            site.load(DATA)
+            server = site.server(workers=2)
+            with server:
+                before = plan("s", hosts=150, repeats=2, foreign=20, malformed=20)
+                assert flood(server, before)[0] == {421: 320, 400: 20}
+                # Every writer idle, nothing in flight: what is stored now stays stored.
+                deadline = time.monotonic() + 15
+                while pg_totals(direct_url) != expected_totals(before) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert pg_totals(direct_url) == expected_totals(before)
+
+                relay.stall()
+                during = plan("t", hosts=200, repeats=3, foreign=30, malformed=30)
+                statuses, latencies = flood(server, during)
+                assert statuses == {421: 630, 400: 30}
+                assert p99(latencies) < 0.5, f"p99 {p99(latencies):.3f} s while the database hangs"
+                waiting = e2e.wait_until(lambda: "has been waiting for the database" in server.stderr(10**7), 10)
+                assert waiting is not None, server.stderr()
+
+                assert server.process is not None
+                process = server.process
+                graceful = 2.0  # GRACEFUL_TIMEOUT of tests/e2e.py's servers
+                signalled = time.monotonic()
+                os.kill(process.pid, signal.SIGTERM)
+                process.wait(timeout=graceful + 5)
+                exited = time.monotonic() - signalled
+            relay.cut()  # what the stall held back never reaches the database
+            stored = sum(pg_totals(direct_url).values())
+
+    log = server.stderr(limit=10_000_000)
+    lost = [int(events) for events in re.findall(r"exiting without writing (\d+) mismatch events", log)]
+    sent = len(before) + len(during)
+    print(f"\nsent {sent}, stored {stored}, reported lost {sum(lost)} ({lost}), exit {exited:.2f} s after SIGTERM")
+    assert exited < graceful, log
+    assert "SIGKILL" not in log
+    assert "WORKER TIMEOUT" not in log
+    assert 1 <= len(lost) <= 2
+    assert sum(lost) == sent - stored == len(during)
+    assert "retried" not in log
+    assert 1 <= log.count("has been waiting for the database") <= 2

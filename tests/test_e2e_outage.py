@@ -10,8 +10,11 @@ itself once the database is back.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 
 import pytest
@@ -150,3 +153,110 @@ def test_a_server_started_during_the_outage_answers_503_then_recovers(outage: Ou
         print(f"\nrecovered on every worker {recovered:.2f} s after the database came back")
         assert recovered < 2 * REFRESH + 1
         assert statuses(server, "globex.example") == {421}
+
+
+def test_a_worker_started_while_the_database_hangs_answers_503_at_once(outage: Outage) -> None:
+    # A hanging database, not a refused one: connections are accepted, nothing answers.
+    outage.relay.stall()
+    try:
+        server = outage.site.server(workers=WORKERS)
+        with server:  # gunicorn starts and answers health checks without the database
+            timings = []
+            for _ in range(8):
+                started = time.monotonic()
+                responses = concurrent_requests(
+                    server.port, [http_request("GET", "/api/ping", host="acme.example")] * WORKERS
+                )
+                timings.append(time.monotonic() - started)
+                assert {r.status for r in responses} == {503}
+                assert all(r.header("Retry-After") == "1" for r in responses)
+            print(
+                f"\n503s while the database hangs, per round of {WORKERS}: {', '.join(f'{t:.2f}' for t in timings)} s"
+            )
+            # A worker waits at most 2 s for its first snapshot as it boots (before it
+            # serves); after that, no request waits on the hanging database.
+            assert max(timings) < 0.5
+            assert statuses(server, "acme.example", "/healthz") == {200}
+            assert statuses(server, "localhost") == {200}
+            # The stall is said in the log, not passed over in silence.
+            said = e2e.wait_until(
+                lambda: "has waited on the database" in server.stderr(limit=10_000_000), timeout=REFRESH + 5
+            )
+            assert said is not None, server.stderr()
+            outage.relay.restore()
+            recovered = e2e.wait_until(lambda: statuses(server, "acme.example") == {200}, timeout=15)
+            assert recovered is not None, server.stderr()
+            print(f"recovered on every worker {recovered:.2f} s after the database answered again")
+    finally:
+        outage.relay.restore()
+
+
+def test_a_database_that_hangs_under_running_servers_is_said_in_the_log(outage: Outage) -> None:
+    # With persistent connections a hang is not an error the driver reports: the
+    # refresher's query simply never returns. The watchdog says so while it lasts.
+    server = outage.site.server(workers=WORKERS, env={"CONN_MAX_AGE": "60"})
+    with server:
+        assert statuses(server, "acme.example") == {200}
+        outage.relay.stall()
+        try:
+            stalled_at = time.monotonic()
+            while time.monotonic() - stalled_at < REFRESH + 3.5:
+                # Requests never wait on the hanging database.
+                started = time.monotonic()
+                assert statuses(server, "acme.example") == {200}
+                assert statuses(server, "evil.example") == {421}
+                assert time.monotonic() - started < 1.0
+            log = server.stderr(limit=10_000_000)
+            assert "hostguard's policy refresh has waited on the database" in log, log[-3000:]
+        finally:
+            outage.relay.restore()
+        ended = e2e.wait_until(
+            lambda: "stalled policy refresh has ended" in server.stderr(limit=10_000_000), timeout=15
+        )
+        assert ended is not None, server.stderr()
+
+
+def test_with_preload_a_worker_restarted_in_an_outage_never_serves_an_older_policy(outage: Outage) -> None:
+    # gunicorn --preload: the site (and a snapshot) load once in the master, and every
+    # worker forks with that snapshot. A worker restarted later (a crash, max_requests)
+    # must not answer from it while its siblings had moved on.
+    server = outage.site.server(workers=1, env={"GUNICORN_CMD_ARGS": "--preload"})
+    with server:
+        assert statuses(server, "globex.example") == {421}  # us-1's tenant
+        outage.site.python(
+            "from hostguard.models import Deployment, Tenant\n"
+            "tenant = Tenant.objects.get(slug='globex')\n"
+            "tenant.deployment = Deployment.objects.get(name='eu-1')\ntenant.save()\n"
+        )
+        assert e2e.wait_until(lambda: statuses(server, "globex.example") == {200}, timeout=REFRESH + 3) is not None
+        try:
+            # While the database is reachable, a restarted worker starts from the master's
+            # snapshot brought up to date before the fork: it serves globex at once.
+            killed = {entry.pid for entry in server.access_log()}
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+            assert e2e.wait_until(lambda: statuses(server, "globex.example") == {200}, timeout=10) is not None
+            # Move it back, then cut the database and restart the worker again: the master
+            # could not bring its snapshot up to date, so the new worker answers 503 until
+            # the database confirms it — never globex's old 200.
+            outage.site.python(
+                "from hostguard.models import Deployment, Tenant\n"
+                "tenant = Tenant.objects.get(slug='globex')\n"
+                "tenant.deployment = Deployment.objects.get(name='us-1')\ntenant.save()\n"
+            )
+            assert e2e.wait_until(lambda: statuses(server, "globex.example") == {421}, timeout=REFRESH + 3) is not None
+            outage.relay.cut()
+            killed = {entry.pid for entry in server.access_log()} - killed
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            seen: set[int] = set()
+            while time.monotonic() < deadline:
+                with suppress(OSError, e2e.IncompleteResponse):
+                    seen |= statuses(server, "globex.example")
+                time.sleep(0.1)
+            assert 200 not in seen, seen
+            assert seen & {503, 421}
+        finally:
+            outage.relay.restore()
+        assert e2e.wait_until(lambda: statuses(server, "globex.example") == {421}, timeout=15) is not None

@@ -146,3 +146,32 @@ def test_a_forked_worker_decides_its_first_request_in_full(client: Client, acme:
         os._exit(0 if not remembered.entries else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_django_internals_refusals_rely_on_still_work_this_way(caplog: pytest.LogCaptureFixture) -> None:
+    # hostguard.responses copies prepared headers into Django's own header dict and
+    # marks refusals as logged; if a Django upgrade changes either, this fails first.
+    from django.http import HttpResponse
+    from django.utils.log import log_response
+
+    from hostguard.responses import header_store, mark_logged
+
+    public = HttpResponse(b"x", content_type="text/plain")
+    public["Cache-Control"] = "no-store"
+    public["Content-Language"] = "en"
+    copied = HttpResponse(b"x", content_type="text/plain")
+    store, source = header_store(copied), header_store(public)
+    assert store is not None
+    assert source is not None
+    store.update({key: item for key, item in source.items() if key != "content-type"})
+    assert dict(copied.items()) == dict(public.items())
+    assert copied.serialize_headers() == public.serialize_headers()
+
+    unmarked, refused = HttpResponse(status=421), HttpResponse(status=421)
+    mark_logged(refused)
+    with caplog.at_level("WARNING", logger="django.request"):
+        log_response("Misdirected", response=unmarked)
+        logged = len(caplog.records)
+        log_response("Misdirected", response=refused)
+    assert logged == 1
+    assert len(caplog.records) == 1, "a marked response is not logged again"

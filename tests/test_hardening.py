@@ -205,3 +205,21 @@ def test_a_bad_admin_hosts_setting_is_a_check_error() -> None:
             assert any(says in m.msg for m in found), [m.msg for m in found]
     with override_settings(HOSTGUARD_ADMIN_HOSTS={"/admin/": ["*.example.com"]}):
         assert "hostguard.E008" in hostguard_ids()
+
+
+@pytest.mark.parametrize("rule", ["/admin/", "/app/admin/"])
+def test_a_kept_path_is_kept_under_a_script_name_written_either_way(rule: str) -> None:
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from hostguard.middleware import HostGuardMiddleware
+
+    with override_settings(HOSTGUARD_ADMIN_HOSTS={rule: ["localhost"]}):
+        gate = HostGuardMiddleware(lambda request: HttpResponse("the admin's login page"))
+        for _ in range(2):  # the second time through the remembered allow
+            request = RequestFactory().get("/admin/login/", HTTP_HOST="acme.example", SCRIPT_NAME="/app")
+            assert (request.path, request.path_info) == ("/app/admin/login/", "/admin/login/")
+            assert gate(request).status_code == 404
+        assert gate(RequestFactory().get("/", HTTP_HOST="acme.example", SCRIPT_NAME="/app")).status_code == 200
+        request = RequestFactory().get("/admin/login/", HTTP_HOST="localhost", SCRIPT_NAME="/app")
+        assert gate(request).status_code == 200

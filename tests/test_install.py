@@ -193,8 +193,12 @@ def check_contents(sdist: Path, wheel: Path) -> None:
     metadata_name = next(name for name in names if name.endswith(".dist-info/METADATA"))
     metadata = Parser().parsestr(zipfile.ZipFile(wheel).read(metadata_name).decode())
     requires = metadata.get_all("Requires-Dist")
-    requirements = sorted(re.split(r"[<>=!~; ]", requirement, maxsplit=1)[0].lower() for requirement in requires)
+    always = [requirement for requirement in requires if "extra ==" not in requirement]
+    requirements = sorted(re.split(r"[<>=!~; ]", requirement, maxsplit=1)[0].lower() for requirement in always)
     assert requirements == ["django", "idna"]
+    # The one optional extra: hostguard[prometheus] (docs/metrics.md).
+    assert metadata.get_all("Provides-Extra") == ["prometheus"]
+    assert [r for r in requires if "extra ==" in r] == ["prometheus-client>=0.19; extra == 'prometheus'"]
     classifiers = metadata.get_all("Classifier")
     assert "Framework :: Django :: 5.2" in classifiers
     assert "Programming Language :: Python :: 3.11" in classifiers

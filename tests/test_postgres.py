@@ -80,7 +80,7 @@ try:
 except RuntimeError:
     pass
 out["after_rollback"] = observed() - before
-snapshot = policy.obtain()
+snapshot = policy.refresh()
 out["rolled_back_host"] = snapshot.decide("c.example", 80, "http", "eu-1").reason
 out["rolled_back_move"] = snapshot.decide("b.example", 80, "http", "eu-1").verdict
 print(json.dumps(out))

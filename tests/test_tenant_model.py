@@ -64,15 +64,15 @@ def test_the_migrations_match_the_models() -> None:
 def test_the_relations_to_the_tenant_model_are_made_where_its_table_exists() -> None:
     loader = MigrationLoader(None, ignore_no_migrations=True)
     first = loader.project_state(("hostguard", "0001_initial"), at_end=True)
-    last = loader.project_state(("hostguard", "0006_tenant_model"), at_end=True)
-    tenant_model_migration = loader.get_migration("hostguard", "0006_tenant_model")
+    last = loader.project_state(("hostguard", "0007_tenant_model"), at_end=True)
+    tenant_model_migration = loader.get_migration("hostguard", "0007_tenant_model")
     if not SWAPPED:
         # What 0001 and 0002 always did: existing databases already have them applied.
         assert first.models["hostguard", "authority"].fields["tenant"].remote_field.model == "hostguard.tenant"
         assert tenant_model_migration.operations == []
     else:
         assert "tenant" not in first.models["hostguard", "authority"].fields
-        assert ("orgs", "0001_organization") in loader.graph.node_map["hostguard", "0006_tenant_model"].parents
+        assert ("orgs", "0001_organization") in loader.graph.node_map["hostguard", "0007_tenant_model"].parents
         assert [operation.name for operation in tenant_model_migration.operations] == ["tenant", "tenant"]
     assert last.models["hostguard", "authority"].fields["tenant"].remote_field.model.lower() == (
         TENANT._meta.label_lower

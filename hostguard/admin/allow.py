@@ -24,7 +24,6 @@ from django.utils.translation import gettext_lazy as _
 
 from hostguard.admin import sharing
 from hostguard.admin.notes import freshness_note
-from hostguard.audit import OVERFLOW_HOST
 from hostguard.claims import SharedNames, shared_names
 from hostguard.decision import MALFORMED_HOST
 from hostguard.models import AbstractTenant, Authority, MismatchLog, get_tenant_model
@@ -99,12 +98,12 @@ def allowable_hosts(
     hosts: dict[str, list[MismatchLog]] = {}
     refused: list[str] = []
     for row in selected:
-        if row.reason == MALFORMED_HOST or row.host == OVERFLOW_HOST or not row.host:
+        if row.reason == MALFORMED_HOST or row.host == MismatchLog.OVERFLOW_HOST or not row.host:
             refused.append(row.host)
         elif row.host in hosts or len(hosts) < ALLOW_LIMIT:
             hosts.setdefault(row.host, []).append(row)
     for host in dict.fromkeys(refused):
-        if host == OVERFLOW_HOST:
+        if host == MismatchLog.OVERFLOW_HOST:
             text = gettext("“(other hosts)” counts many hosts together: it cannot be allowed.")
         else:
             text = gettext("“%(host)s” is not a well-formed host: it cannot be allowed.") % {"host": host}

@@ -18,7 +18,6 @@ from django.utils.translation import gettext_lazy as _
 
 from hostguard.admin import allow, grouped
 from hostguard.admin.chart import hourly_chart
-from hostguard.audit import OVERFLOW_HOST
 from hostguard.models import MismatchLog
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -49,7 +48,7 @@ class MismatchLogAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["reason", "host", "port", "scheme", "deployment", "tenant"]}),
         (_("Counts"), {"fields": ["count", "window_start", "first_seen", "last_seen"]}),
-        (_("First request of the window"), {"fields": ["method", "path", "remote_addr", "user_agent"]}),
+        (_("First request of the window"), {"fields": ["method", "path", "remote_addr", "user_agent", "sni"]}),
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -67,7 +66,7 @@ class MismatchLogAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("authority"), ordering="host")
     def authority_display(self, obj: MismatchLog) -> str:
-        if obj.host == OVERFLOW_HOST:
+        if obj.host == MismatchLog.OVERFLOW_HOST:
             return gettext("(other hosts)")
         if not obj.host:
             return gettext("(no Host)")

@@ -24,8 +24,8 @@ from django.urls import reverse
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from hostguard.audit import OVERFLOW_HOST
 from hostguard.decision import Reason
+from hostguard.models import MismatchLog
 
 GROUPS_PER_PAGE = 100
 
@@ -41,7 +41,7 @@ class HostGroup(NamedTuple):
 
     @property
     def host_display(self) -> str:
-        if self.host == OVERFLOW_HOST:
+        if self.host == MismatchLog.OVERFLOW_HOST:
             return gettext("(other hosts)")
         return self.host or gettext("(no Host)")
 

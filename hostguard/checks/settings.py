@@ -68,6 +68,7 @@ _EXTRA_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "HOSTGUARD_SNI_HEADER": ((str, type(None)), "a header name (a string) or None"),
     # A comma-separated string is accepted there (hostguard.conf splits it).
     "HOSTGUARD_TRUSTED_PROXIES": ((list, tuple, str), "a list of addresses or networks"),
+    "HOSTGUARD_TLS_ASK_FROM": ((list, tuple, str, type(None)), "a list of addresses or networks, or None"),
 }
 
 
@@ -78,6 +79,7 @@ _EXAMPLES: dict[str, object] = {
     "HOSTGUARD_JSON_PATHS": ["/api/"],
     "HOSTGUARD_SNI_HEADER": "X-Forwarded-SNI",
     "HOSTGUARD_TRUSTED_PROXIES": ["10.0.0.0/8"],
+    "HOSTGUARD_TLS_ASK_FROM": ["127.0.0.1"],
     "HOSTGUARD_ADMIN_HOSTS": {"/admin/": ["localhost", "admin.example.com"]},
 }
 
@@ -252,6 +254,11 @@ def _proxies(name: str, value: Any) -> list[CheckMessage]:
     return []
 
 
+def _ask_from(name: str, value: Any) -> list[CheckMessage]:
+    # None is the default (loopback and HOSTGUARD_TRUSTED_PROXIES); a list reads as the proxies do.
+    return [] if value is None else _proxies(name, value)
+
+
 def _admin_hosts(name: str, value: Any) -> list[CheckMessage]:
     try:
         parse_admin_hosts(value)
@@ -288,4 +295,5 @@ _VALUE_RULES: dict[str, Callable[[str, Any], list[CheckMessage]]] = {
     "HOSTGUARD_DATABASE": _database,
     "HOSTGUARD_TRUSTED_PROXIES": _proxies,
     "HOSTGUARD_ADMIN_HOSTS": _admin_hosts,
+    "HOSTGUARD_TLS_ASK_FROM": _ask_from,
 }

@@ -8,7 +8,7 @@ from django.db import migrations, models
 # HOSTGUARD_TENANT_MODEL (read as Django reads AUTH_USER_MODEL). With hostguard's own
 # Tenant, this migration is what it always was. With the site's own model, Tenant is
 # swapped out (no table) and the authorities' relation to the tenant model is added by
-# 0006_tenant_model, after the site's migration that creates that model: this
+# 0007_tenant_model, after the site's migration that creates that model: this
 # migration only creates the Deployment table the site's model refers to.
 TENANT_MODEL = getattr(settings, "HOSTGUARD_TENANT_MODEL", "hostguard.Tenant")
 OWN_TENANT = TENANT_MODEL.partition(".")[0] == "hostguard" and TENANT_MODEL.partition(".")[2].lower() == "tenant"

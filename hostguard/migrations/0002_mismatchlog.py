@@ -4,7 +4,7 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
-# See 0001_initial: with the site's own tenant model, 0006_tenant_model adds the relation.
+# See 0001_initial: with the site's own tenant model, 0007_tenant_model adds the relation.
 TENANT_MODEL = getattr(settings, "HOSTGUARD_TENANT_MODEL", "hostguard.Tenant")
 OWN_TENANT = TENANT_MODEL.partition(".")[0] == "hostguard" and TENANT_MODEL.partition(".")[2].lower() == "tenant"
 

@@ -16,7 +16,7 @@ OWN_TENANT = TENANT_MODEL.partition(".")[0] == "hostguard" and TENANT_MODEL.part
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("hostguard", "0005_policy_change"),
+        ("hostguard", "0006_mismatchlog_sni"),
         # The first migration of the tenant model's app (ignored for hostguard's own).
         migrations.swappable_dependency(TENANT_MODEL),
     ]

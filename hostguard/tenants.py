@@ -5,23 +5,127 @@ the fields ``HOSTGUARD_TENANT_FIELDS`` lists. An instance is made from those val
 the way Django makes one from an ``only()`` queryset: reading them costs nothing,
 every other field is deferred and loads on first access, and ``deployment`` is made
 from the snapshot's deployment names when first read (its ``description`` deferred;
-``hostguard.models.DeploymentForeignKey``). ``request.tenant`` is a
+:class:`DeploymentForeignKey`). ``request.tenant`` is a
 :class:`LazyTenant`, which becomes such an instance when a view first uses it; each
 request gets its own, so a view that changes its tenant object changes nobody else's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from django.apps import apps
 from django.core.signals import setting_changed
-from django.db import router
+from django.db import models, router
 from django.db.models import DEFERRED, Model
 from django.db.models.base import ModelState
+from django.db.models.fields.related_descriptors import ForwardManyToOneDescriptor
 from django.db.models.signals import post_init, pre_init
 
+from hostguard.conf import InvalidSetting
 from hostguard.snapshot import Snapshot
+
+#: Field types ``HOSTGUARD_TENANT_FIELDS`` may name: small values, each cheap to hold in
+#: every process for every tenant (a ``CharField`` up to :data:`TENANT_FIELD_MAX_LENGTH`).
+TENANT_FIELD_TYPES = frozenset(
+    {
+        "BigIntegerField",
+        "BooleanField",
+        "CharField",
+        "DateField",
+        "DateTimeField",
+        "DecimalField",
+        "DurationField",
+        "FloatField",
+        "GenericIPAddressField",
+        "IntegerField",
+        "PositiveBigIntegerField",
+        "PositiveIntegerField",
+        "PositiveSmallIntegerField",
+        "SlugField",
+        "SmallIntegerField",
+        "TimeField",
+        "UUIDField",
+    }
+)
+TENANT_FIELD_MAX_LENGTH = 255
+#: What the snapshot carries of every tenant anyway.
+TENANT_BASE_FIELDS = ("slug", "name", "deployment", "is_active")
+
+
+def parse_tenant_fields(model: Any, value: object) -> tuple[str, ...]:
+    """``HOSTGUARD_TENANT_FIELDS``: names of ``model``'s own small, concrete, non-relation fields.
+
+    Raises :class:`InvalidSetting` naming every entry that is not one (``entries``).
+    """
+    names = [value] if isinstance(value, str) else list(value) if isinstance(value, Iterable) else [value]
+    fields: list[str] = []
+    problems: list[str] = []
+    bad: list[object] = []
+    for name in names:
+        problem = _tenant_field_problem(model, name)
+        if problem is None and name in fields:
+            problem = "%r is listed twice" % (name,)
+        if problem is None:
+            fields.append(str(name))
+        else:
+            problems.append(problem)
+            bad.append(name)
+    if bad:
+        raise InvalidSetting("; ".join(problems) + ".", bad)
+    return tuple(fields)
+
+
+def _tenant_field_problem(model: Any, name: object) -> str | None:
+    label = model._meta.label
+    if not isinstance(name, str):
+        return "%r is not a field name" % (name,)
+    if name in TENANT_BASE_FIELDS or name in ("pk", model._meta.pk.name):
+        return "%r is carried anyway" % name
+    try:
+        field = model._meta.get_field(name)
+    except Exception:
+        return "%s has no field %r" % (label, name)
+    if field.is_relation:
+        return "%s.%s is a relation (only the tenant's own values can be carried)" % (label, name)
+    if not getattr(field, "concrete", False):
+        return "%s.%s is not a column" % (label, name)
+    kind = field.get_internal_type()
+    if kind not in TENANT_FIELD_TYPES:
+        return "%s.%s is a %s, which can be large (carry small values only)" % (label, name, kind)
+    if kind in ("CharField", "SlugField") and (field.max_length or 10**9) > TENANT_FIELD_MAX_LENGTH:
+        return "%s.%s holds up to %s characters (at most %d can be carried)" % (
+            label,
+            name,
+            field.max_length or "unlimited",
+            TENANT_FIELD_MAX_LENGTH,
+        )
+    return None
+
+
+class _DeploymentDescriptor(ForwardManyToOneDescriptor):  # type: ignore[type-arg]
+    def get_object(self, instance: Any) -> Any:
+        # request.tenant (hostguard.tenants) carries the snapshot's deployment names on its
+        # state: its deployment is made from them on first access, with no query.
+        names = getattr(instance._state, "hostguard_deployments", None)
+        if names is not None:
+            deployment_id = getattr(instance, self.field.attname)
+            if deployment_id in names:
+                return deployment_instance(deployment_id, names[deployment_id])
+        return super().get_object(instance)
+
+
+class DeploymentForeignKey(models.ForeignKey):  # type: ignore[type-arg]
+    """``AbstractTenant.deployment``: a plain ``ForeignKey`` to the deployment (and so in
+    migrations), whose ``request.tenant`` instances read their deployment from hostguard's
+    snapshot."""
+
+    forward_related_accessor_class = _DeploymentDescriptor
+
+    def deconstruct(self) -> Any:
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.ForeignKey", args, kwargs
 
 
 class Layout(NamedTuple):

@@ -252,10 +252,15 @@ def clean_environment(venv: Path) -> dict[str, str]:
 
 
 def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> str:
-    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{shlex.join(argv)} failed:\n{output[-4000:]}"
+    returncode, output = outcome(argv, cwd, env, timeout)
+    assert returncode == 0, f"{shlex.join(argv)} failed:\n{output[-4000:]}"
     return output
+
+
+def outcome(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
+    """The exit status of a program and what it printed (stdout, then stderr)."""
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return result.returncode, result.stdout + result.stderr
 
 
 def free_port() -> int:

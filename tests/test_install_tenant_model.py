@@ -30,6 +30,7 @@ from tests.test_install import (
     free_port,
     marked_blocks,
     new_venv,
+    outcome,
     run,
     serving,
     status_of,
@@ -73,13 +74,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
 def failing(installed: Installed, site: Path, *args: str) -> str:
     """``manage.py *args``, which must fail; what it printed."""
-    import subprocess
-
-    result = subprocess.run(
-        [installed.python, "manage.py", *args], cwd=site, env=installed.env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode != 0, f"{shlex.join(args)} did not fail:\n{result.stdout}{result.stderr}"
-    return result.stdout + result.stderr
+    returncode, output = outcome([installed.python, "manage.py", *args], site, installed.env)
+    assert returncode != 0, f"{shlex.join(args)} did not fail:\n{output}"
+    return output
 
 
 def follow(blocks: list[Block], site: Path, installed: Installed, tmp: Path) -> None:

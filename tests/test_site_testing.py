@@ -10,7 +10,6 @@ others use the test API the way a site's tests would.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from tests.test_install import (
     install_steps,
     marked_blocks,
     new_venv,
+    outcome,
     run,
 )
 
@@ -145,19 +145,11 @@ def test_a_site_s_tests_pass_again_with_one_line(tmp_path: Path) -> None:
         assert block.language == "console", block.language
         for command in commands(block):
             assert command.argv[0] == "pytest", f"the test cannot follow {command}"
-            result = subprocess.run(
-                [pytest_program, *command.argv[1:], "-p", "no:cacheprovider"],
-                cwd=site,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=180,
-            )
-            output = result.stdout + result.stderr
+            returncode, output = outcome([pytest_program, *command.argv[1:], "-p", "no:cacheprovider"], site, env, 180)
             for line in command.expected:
                 assert line in output, f"{command} did not print {line!r}:\n{output[-4000:]}"
             failed = any("failed" in line for line in command.expected)
-            assert (result.returncode != 0) is failed, output[-4000:]
+            assert (returncode != 0) is failed, output[-4000:]
             if failed:
                 assert "assert 400 == 200" in output, output[-4000:]  # the reason: no Host, so 400
             runs += 1

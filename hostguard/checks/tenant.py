@@ -13,7 +13,8 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, models, router
 
-from hostguard.conf import InvalidSetting, parse_tenant_fields
+from hostguard.conf import InvalidSetting
+from hostguard.tenants import parse_tenant_fields
 
 DOCS = "docs/tenant-model.md"
 SETTING = "HOSTGUARD_TENANT_MODEL"

@@ -180,11 +180,13 @@ def tenant_model_label() -> str:
     Read when the models are defined, as Django reads ``AUTH_USER_MODEL``: a relation's
     target cannot change while the process runs. A value that is no model label falls
     back to the default here, so the site still starts and the system checks can say
-    what is wrong (``hostguard.E015``).
+    what is wrong (``hostguard.E015``); so does a model of an app that is not installed.
     """
     value = getattr(settings, "HOSTGUARD_TENANT_MODEL", DEFAULT_TENANT_MODEL)
     if not isinstance(value, str) or value.count(".") != 1 or not all(value.split(".")):
         return DEFAULT_TENANT_MODEL
+    if value.split(".")[0] not in {config.label for config in django_apps.get_app_configs()}:
+        return DEFAULT_TENANT_MODEL  # an app that is not installed
     return value
 
 

@@ -7,6 +7,9 @@ the tests marked ``swapped`` only with the site's own model.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from hostguard.models import AbstractTenant, Authority, Deployment, MismatchLog,
 from hostguard.test import serve_tenant
 from hostguard.transfer import validation
 from hostguard.transfer.document import parse_document
-from tests.e2e import E2EError, Site
+from tests.e2e import BASE_DIR, E2EError, Site
 
 TENANT = get_tenant_model()
 SWAPPED = TENANT is not Tenant
@@ -320,3 +323,35 @@ def _run_tenant_checks() -> list[Any]:
 
 def test_the_tenant_model_of_these_settings_passes_the_checks() -> None:
     assert _run_tenant_checks() == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        (
+            'HOSTGUARD_TENANT_MODEL = "accounts.Organization"',
+            "(hostguard.E015) HOSTGUARD_TENANT_MODEL = 'accounts.Organization' names no installed model.\n"
+            "\tHINT: Add the app 'accounts' to INSTALLED_APPS, or correct the name.",
+        ),
+        (
+            'INSTALLED_APPS = [*INSTALLED_APPS, "tests.orgs"]\nHOSTGUARD_TENANT_MODEL = "orgs.Organisation"',
+            "ImproperlyConfigured: HOSTGUARD_TENANT_MODEL = 'orgs.Organisation' names no installed model. "
+            "Did you mean 'orgs.Organization'?",
+        ),
+    ],
+)
+def test_a_model_that_does_not_exist_is_said_clearly_in_a_fresh_process(
+    tmp_path: Path, settings: str, says: str
+) -> None:
+    (tmp_path / "wrong_settings.py").write_text(f"from tests.settings import *  # noqa: F403\n{settings}\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "HOSTGUARD_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="wrong_settings",
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(BASE_DIR)]),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert says in result.stdout + result.stderr

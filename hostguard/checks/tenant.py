@@ -35,7 +35,7 @@ def check_tenant_model(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
         return []  # E005: the wrong type
     model = _tenant_model()
     if model is None:
-        return [_not_a_model(str(value))]
+        return [not_a_model(str(value))]
     return tenant_model_problems(model)
 
 
@@ -85,7 +85,8 @@ def tenant_model_problems(model: type[models.Model]) -> list[CheckMessage]:
     return errors
 
 
-def _not_a_model(value: str) -> CheckMessage:
+def not_a_model(value: str) -> CheckMessage:
+    """``hostguard.E015`` for a ``HOSTGUARD_TENANT_MODEL`` that names no installed model."""
     if value.count(".") != 1 or not all(value.split(".")):
         hint = "Write it as 'app_label.ModelName', e.g. 'accounts.Organization', or remove it to use hostguard.Tenant."
         return Error(

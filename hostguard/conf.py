@@ -350,18 +350,6 @@ class Settings:
     # --- parsed and cached ------------------------------------------------------------
 
     @cached_property
-    def tenant_fields(self) -> tuple[str, ...]:
-        """``HOSTGUARD_TENANT_FIELDS``, checked against the tenant model; raises
-        ImproperlyConfigured (check E018 says why)."""
-        from hostguard.models import get_tenant_model
-        from hostguard.tenants import parse_tenant_fields
-
-        try:
-            return parse_tenant_fields(get_tenant_model(), self.TENANT_FIELDS)
-        except InvalidSetting as exc:
-            raise ImproperlyConfigured("HOSTGUARD_TENANT_FIELDS: %s" % exc.message) from None
-
-    @cached_property
     def always_allow(self) -> HostPatterns:
         """``HOSTGUARD_ALWAYS_ALLOW``, parsed."""
         return parse_host_patterns(self.ALWAYS_ALLOW)

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy
@@ -135,10 +135,10 @@ class Metrics:
         """The registry a scrape reads: every live worker's figures in multi-process mode."""
         if not self.multiprocess:
             return self.registry
-        from hostguard.policy import policy
-
         # The scraping worker's own figures, as of now rather than its last refresh.
-        self.publish(policy.snapshot, policy.confirmed_at)
+        source = _source
+        if source is not None:
+            self.publish(source.snapshot, source.confirmed_at)
         registry = CollectorRegistry()
         registry.register(WithAge(MultiProcessCollector(None)))  # type: ignore[no-untyped-call]
         return registry
@@ -148,8 +148,9 @@ class PolicyCollector:
     """The policy gauges, read from this process's policy when scraped (single process)."""
 
     def collect(self) -> Iterator[Metric]:
-        from hostguard.policy import policy
-
+        policy = _source
+        if policy is None:
+            return
         deployment = conf.DEPLOYMENT or ""
         snapshot = policy.snapshot
         if snapshot is not None:
@@ -198,6 +199,28 @@ def multiprocess_mode() -> bool:
 # --- what the rest of hostguard calls ----------------------------------------------------
 
 _active: Metrics | None = None
+
+
+class PolicySource(Protocol):
+    """What the policy gauges read: :data:`hostguard.policy.policy` (see :func:`watch`)."""
+
+    @property
+    def snapshot(self) -> Snapshot | None: ...
+
+    confirmed_at: float | None
+
+
+#: The policy whose figures a scrape reads; the policy registers itself (:func:`watch`),
+#: so this module never imports it.
+_source: PolicySource | None = None
+
+
+def watch(source: PolicySource) -> None:
+    """Read the policy gauges from ``source`` (called once by :mod:`hostguard.policy`)."""
+    global _source
+    _source = source
+
+
 _lock = threading.Lock()
 _failed_once = False
 _missing_logged = False

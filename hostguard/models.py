@@ -18,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, router, transaction
 from django.db.models import Q
+from django.db.models.fields.related_descriptors import ForwardManyToOneDescriptor
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -25,7 +26,6 @@ from hostguard import changes
 from hostguard.changes import AUTHORITY, DEPLOYMENT, LARGE_CHANGE, TENANT, Change, everything
 from hostguard.decision import Reason
 from hostguard.hosts import InvalidHost, format_authority, normalise_host, to_unicode
-from hostguard.tenants import DeploymentForeignKey
 
 
 class PolicyQuerySet(models.QuerySet[Any]):
@@ -146,6 +146,32 @@ def _deleting(authorities: models.QuerySet[Any]) -> Iterator[None]:
 
 #: Ids per ``UPDATE … WHERE id IN (…)``.
 _CHUNK = 500
+
+
+class _DeploymentDescriptor(ForwardManyToOneDescriptor):  # type: ignore[type-arg]
+    def get_object(self, instance: Any) -> Any:
+        # request.tenant (hostguard.tenants) carries the snapshot's deployment names on its
+        # state: its deployment is made from them on first access, with no query.
+        names = getattr(instance._state, "hostguard_deployments", None)
+        if names is not None:
+            deployment_id = getattr(instance, self.field.attname)
+            if deployment_id in names:
+                model = self.field.related_model
+                # Only id and name loaded, the rest deferred: as an only() queryset makes it.
+                return model.from_db(router.db_for_read(model), ["id", "name"], [deployment_id, names[deployment_id]])
+        return super().get_object(instance)
+
+
+class DeploymentForeignKey(models.ForeignKey):  # type: ignore[type-arg]
+    """``AbstractTenant.deployment``: a plain ``ForeignKey`` to the deployment (and so in
+    migrations), whose ``request.tenant`` instances read their deployment from hostguard's
+    snapshot."""
+
+    forward_related_accessor_class = _DeploymentDescriptor
+
+    def deconstruct(self) -> Any:
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.ForeignKey", args, kwargs
 
 
 class Deployment(PolicyModel):

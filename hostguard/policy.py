@@ -419,6 +419,7 @@ class _Health:
 _START_LOCK = threading.Lock()
 
 policy = Policy()
+metrics.watch(policy)
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=policy._after_fork)

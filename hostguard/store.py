@@ -21,12 +21,15 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, NamedTuple
 
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.db import connections, transaction
 from django.db.models import F
+from django.dispatch import receiver
 from django.utils import timezone
 
 from hostguard.changes import AUTHORITY, DEPLOYMENT, EVERYTHING, LARGE_CHANGE, TENANT, Change
-from hostguard.conf import conf
+from hostguard.conf import InvalidSetting, conf
 from hostguard.db import bounded
 from hostguard.snapshot import AuthorityRow, Snapshot, TenantRecord, ordered, pack_entry, unpack
 
@@ -306,8 +309,28 @@ def read_authorities(cursor: Any, ids: Iterable[int]) -> Iterator[tuple[int, Aut
 
 def tenant_fields() -> tuple[str, ...]:
     """The tenant model's own fields the snapshot carries beyond slug, name, deployment, active
-    (``HOSTGUARD_TENANT_FIELDS``, checked: small, concrete, not relations)."""
-    return conf.tenant_fields
+    (``HOSTGUARD_TENANT_FIELDS``, checked: small, concrete, not relations; cached until a
+    setting changes). Raises ImproperlyConfigured (check E018 says why)."""
+    global _tenant_fields
+    if _tenant_fields is None:
+        from hostguard.models import get_tenant_model
+        from hostguard.tenant_fields import parse_tenant_fields
+
+        try:
+            _tenant_fields = parse_tenant_fields(get_tenant_model(), conf.TENANT_FIELDS)
+        except InvalidSetting as exc:
+            raise ImproperlyConfigured("HOSTGUARD_TENANT_FIELDS: %s" % exc.message) from None
+    return _tenant_fields
+
+
+_tenant_fields: tuple[str, ...] | None = None
+
+
+@receiver(setting_changed)
+def _forget_tenant_fields(*, setting: str, **kwargs: Any) -> None:
+    global _tenant_fields
+    if setting.startswith("HOSTGUARD_TENANT_"):
+        _tenant_fields = None
 
 
 def _rows_for(cursor: Any, query: str, key: str, ids: Iterable[int] | None) -> Iterator[tuple[Any, ...]]:

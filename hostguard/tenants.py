@@ -5,127 +5,23 @@ the fields ``HOSTGUARD_TENANT_FIELDS`` lists. An instance is made from those val
 the way Django makes one from an ``only()`` queryset: reading them costs nothing,
 every other field is deferred and loads on first access, and ``deployment`` is made
 from the snapshot's deployment names when first read (its ``description`` deferred;
-:class:`DeploymentForeignKey`). ``request.tenant`` is a
+:class:`hostguard.models.DeploymentForeignKey`). ``request.tenant`` is a
 :class:`LazyTenant`, which becomes such an instance when a view first uses it; each
 request gets its own, so a view that changes its tenant object changes nobody else's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from django.apps import apps
 from django.core.signals import setting_changed
-from django.db import models, router
+from django.db import router
 from django.db.models import DEFERRED, Model
 from django.db.models.base import ModelState
-from django.db.models.fields.related_descriptors import ForwardManyToOneDescriptor
 from django.db.models.signals import post_init, pre_init
 
-from hostguard.conf import InvalidSetting
 from hostguard.snapshot import Snapshot
-
-#: Field types ``HOSTGUARD_TENANT_FIELDS`` may name: small values, each cheap to hold in
-#: every process for every tenant (a ``CharField`` up to :data:`TENANT_FIELD_MAX_LENGTH`).
-TENANT_FIELD_TYPES = frozenset(
-    {
-        "BigIntegerField",
-        "BooleanField",
-        "CharField",
-        "DateField",
-        "DateTimeField",
-        "DecimalField",
-        "DurationField",
-        "FloatField",
-        "GenericIPAddressField",
-        "IntegerField",
-        "PositiveBigIntegerField",
-        "PositiveIntegerField",
-        "PositiveSmallIntegerField",
-        "SlugField",
-        "SmallIntegerField",
-        "TimeField",
-        "UUIDField",
-    }
-)
-TENANT_FIELD_MAX_LENGTH = 255
-#: What the snapshot carries of every tenant anyway.
-TENANT_BASE_FIELDS = ("slug", "name", "deployment", "is_active")
-
-
-def parse_tenant_fields(model: Any, value: object) -> tuple[str, ...]:
-    """``HOSTGUARD_TENANT_FIELDS``: names of ``model``'s own small, concrete, non-relation fields.
-
-    Raises :class:`InvalidSetting` naming every entry that is not one (``entries``).
-    """
-    names = [value] if isinstance(value, str) else list(value) if isinstance(value, Iterable) else [value]
-    fields: list[str] = []
-    problems: list[str] = []
-    bad: list[object] = []
-    for name in names:
-        problem = _tenant_field_problem(model, name)
-        if problem is None and name in fields:
-            problem = "%r is listed twice" % (name,)
-        if problem is None:
-            fields.append(str(name))
-        else:
-            problems.append(problem)
-            bad.append(name)
-    if bad:
-        raise InvalidSetting("; ".join(problems) + ".", bad)
-    return tuple(fields)
-
-
-def _tenant_field_problem(model: Any, name: object) -> str | None:
-    label = model._meta.label
-    if not isinstance(name, str):
-        return "%r is not a field name" % (name,)
-    if name in TENANT_BASE_FIELDS or name in ("pk", model._meta.pk.name):
-        return "%r is carried anyway" % name
-    try:
-        field = model._meta.get_field(name)
-    except Exception:
-        return "%s has no field %r" % (label, name)
-    if field.is_relation:
-        return "%s.%s is a relation (only the tenant's own values can be carried)" % (label, name)
-    if not getattr(field, "concrete", False):
-        return "%s.%s is not a column" % (label, name)
-    kind = field.get_internal_type()
-    if kind not in TENANT_FIELD_TYPES:
-        return "%s.%s is a %s, which can be large (carry small values only)" % (label, name, kind)
-    if kind in ("CharField", "SlugField") and (field.max_length or 10**9) > TENANT_FIELD_MAX_LENGTH:
-        return "%s.%s holds up to %s characters (at most %d can be carried)" % (
-            label,
-            name,
-            field.max_length or "unlimited",
-            TENANT_FIELD_MAX_LENGTH,
-        )
-    return None
-
-
-class _DeploymentDescriptor(ForwardManyToOneDescriptor):  # type: ignore[type-arg]
-    def get_object(self, instance: Any) -> Any:
-        # request.tenant (hostguard.tenants) carries the snapshot's deployment names on its
-        # state: its deployment is made from them on first access, with no query.
-        names = getattr(instance._state, "hostguard_deployments", None)
-        if names is not None:
-            deployment_id = getattr(instance, self.field.attname)
-            if deployment_id in names:
-                return deployment_instance(deployment_id, names[deployment_id])
-        return super().get_object(instance)
-
-
-class DeploymentForeignKey(models.ForeignKey):  # type: ignore[type-arg]
-    """``AbstractTenant.deployment``: a plain ``ForeignKey`` to the deployment (and so in
-    migrations), whose ``request.tenant`` instances read their deployment from hostguard's
-    snapshot."""
-
-    forward_related_accessor_class = _DeploymentDescriptor
-
-    def deconstruct(self) -> Any:
-        name, _path, args, kwargs = super().deconstruct()
-        return name, "django.db.models.ForeignKey", args, kwargs
 
 
 class Layout(NamedTuple):
@@ -137,8 +33,6 @@ class Layout(NamedTuple):
     #: Attribute names of the values a :class:`~hostguard.snapshot.TenantRecord` carries,
     #: pk first, then slug, name, deployment, active and ``HOSTGUARD_TENANT_FIELDS``.
     attnames: tuple[str, ...]
-    deployment_model: type[Model]
-    deployment_db: str
 
 
 _layout: Layout | None = None
@@ -148,7 +42,7 @@ def layout() -> Layout:
     """The :class:`Layout` of the configured tenant model (cached until a setting changes)."""
     global _layout
     if _layout is None:
-        from hostguard.models import Deployment, get_tenant_model
+        from hostguard.models import get_tenant_model
         from hostguard.store import tenant_fields
 
         model = get_tenant_model()
@@ -158,8 +52,6 @@ def layout() -> Layout:
             model,
             router.db_for_read(model),
             (opts.pk.attname, *(opts.get_field(name).attname for name in names)),  # type: ignore[union-attr]
-            Deployment,
-            router.db_for_read(Deployment),
         )
     return _layout
 
@@ -293,14 +185,6 @@ def _new_template(snapshot: Snapshot | None, tenant_id: int, shape: Layout) -> _
 
 def _make(obj: Any, shape: Layout, template: _Template) -> Any:
     return fill(obj, shape.model, shape.db, template.tenant, template.deployments)
-
-
-def deployment_instance(deployment_id: int, name: str) -> Any:
-    """A new Deployment with its id and name (its description deferred): the ``deployment``
-    of an instance made here, made when first read (``hostguard.models``)."""
-    shape = layout()
-    model = shape.deployment_model
-    return fill(model.__new__(model), model, shape.deployment_db, {"id": deployment_id, "name": name})
 
 
 def fill(

@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, models, router
 
 from hostguard.conf import InvalidSetting
-from hostguard.tenants import parse_tenant_fields
+from hostguard.tenant_fields import parse_tenant_fields
 
 DOCS = "docs/tenant-model.md"
 SETTING = "HOSTGUARD_TENANT_MODEL"

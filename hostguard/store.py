@@ -222,25 +222,7 @@ def delta(
             row = cursor.fetchone()
             if row is not None and row[0] != token:
                 raise Unreachable(since)
-        cursor.execute(
-            "SELECT kind, object_id, old_host FROM %s WHERE version > %%s AND version <= %%s" % table,
-            [since, version],
-        )
-        authority_ids: set[int] = set()
-        old_hosts: dict[int, set[str]] = defaultdict(set)
-        tenant_ids: set[int] = set()
-        deployments_changed = False
-        for kind, object_id, old_host in cursor.fetchall():
-            if kind == AUTHORITY:
-                authority_ids.add(object_id)
-                if old_host:
-                    old_hosts[object_id].add(old_host)
-            elif kind == TENANT:
-                tenant_ids.add(object_id)
-            elif kind == DEPLOYMENT:
-                deployments_changed = True
-            else:
-                raise Unreachable(since)
+        authority_ids, old_hosts, tenant_ids, deployments_changed = _changed(cursor, table, since, version)
         authorities: dict[int, AuthorityRow | None] = dict.fromkeys(authority_ids)
         authorities.update(read_authorities(cursor, authority_ids))
         tenants: dict[int, TenantRecord | None] = dict.fromkeys(tenant_ids)
@@ -249,7 +231,33 @@ def delta(
         # A prune that committed while this read (READ COMMITTED) may have taken rows it needed.
         if read_stamp(cursor)[1] > since:
             raise Unreachable(since)
-        return Delta(version, authorities, dict(old_hosts), tenants, deployments, current_token)
+        return Delta(version, authorities, old_hosts, tenants, deployments, current_token)
+
+
+def _changed(cursor: Any, table: str, since: int, version: int) -> tuple[set[int], dict[int, set[str]], set[int], bool]:
+    """What the change log names after ``since``: authority ids (with the hosts they left),
+    tenant ids, and whether a deployment changed; raises :class:`Unreachable` for a
+    change that names everything."""
+    cursor.execute(
+        "SELECT kind, object_id, old_host FROM %s WHERE version > %%s AND version <= %%s" % table,
+        [since, version],
+    )
+    authority_ids: set[int] = set()
+    old_hosts: dict[int, set[str]] = defaultdict(set)
+    tenant_ids: set[int] = set()
+    deployments_changed = False
+    for kind, object_id, old_host in cursor.fetchall():
+        if kind == AUTHORITY:
+            authority_ids.add(object_id)
+            if old_host:
+                old_hosts[object_id].add(old_host)
+        elif kind == TENANT:
+            tenant_ids.add(object_id)
+        elif kind == DEPLOYMENT:
+            deployments_changed = True
+        else:
+            raise Unreachable(since)
+    return authority_ids, dict(old_hosts), tenant_ids, deployments_changed
 
 
 def read_deployments(cursor: Any) -> dict[int, str]:

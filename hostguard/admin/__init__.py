@@ -16,8 +16,8 @@ if isinstance(Authority._meta.get_field("tenant").related_model, str):
     raise ImproperlyConfigured("%s %s" % (_error.msg, _error.hint))
 
 from hostguard.admin import audit as audit
-from hostguard.admin import policy as policy
+from hostguard.admin import tenancy as tenancy
 from hostguard.admin import tenants as tenants
 from hostguard.admin.tenants import AuthorityInline, TenantAdmin, move_to_deployment
 
-__all__ = ["AuthorityInline", "TenantAdmin", "audit", "move_to_deployment", "policy", "tenants"]
+__all__ = ["AuthorityInline", "TenantAdmin", "audit", "move_to_deployment", "tenancy", "tenants"]

@@ -34,7 +34,7 @@ from django.utils.translation import gettext_lazy as _
 from hostguard.admin import lockout, moving
 from hostguard.admin.forms import TenantForm
 from hostguard.admin.inline import AuthorityInlineForm, AuthorityInlineFormSet
-from hostguard.admin.policy import GuardedAdmin, count_of, delete_selected
+from hostguard.admin.tenancy import GuardedAdmin, count_of, delete_selected
 from hostguard.models import AbstractTenant, Authority, Tenant
 
 

@@ -26,7 +26,6 @@ from typing import NamedTuple
 
 from django.utils.translation import gettext as _
 
-from hostguard.audit import clean, raw_host
 from hostguard.conf import GateSettings
 from hostguard.decision import (
     ALLOW,
@@ -40,6 +39,7 @@ from hostguard.decision import (
     UNKNOWN_HOST,
     Decision,
 )
+from hostguard.escaping import clean, raw_host
 from hostguard.hosts import (
     DEFAULT_PORTS,
     SCHEMES,

@@ -30,8 +30,8 @@ from collections.abc import Hashable
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 
 from hostguard import metrics, permission
-from hostguard.audit import clean
 from hostguard.conf import TLSPermission, TrustedProxies, conf
+from hostguard.escaping import clean
 from hostguard.policy import policy
 from hostguard.sni import ENVIRON_KEY as SNI_ENVIRON_KEY
 

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests import e2e
-from tests.e2e import LOOPBACK, Response, Server, Site, http_request
+from tests.e2e import Server, Site
+from tests.http import LOOPBACK, Response, http_request
 
 pytestmark = pytest.mark.e2e
 

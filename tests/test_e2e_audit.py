@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from tests import e2e
-from tests.e2e import Server, Site, http_request, raw_request
+from tests.e2e import Server, Site
+from tests.http import http_request, raw_request
 from tests.relay import Relay
 
 pytestmark = pytest.mark.e2e

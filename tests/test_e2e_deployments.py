@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import pytest
 
 from tests import e2e
-from tests.e2e import Server, Site, concurrent_requests, http_request
+from tests.e2e import Server, Site
+from tests.http import concurrent_requests, http_request
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests import e2e
-from tests.e2e import Response, Server, concurrent_requests, http_request, raw_request
+from tests.e2e import Server
+from tests.http import Response, concurrent_requests, http_request, raw_request
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import e2e
-from tests.e2e import Server, Site, concurrent_requests, http_request, raw_request
+from tests.e2e import Server, Site
+from tests.http import concurrent_requests, http_request, raw_request
 
 pytestmark = pytest.mark.e2e
 

@@ -29,9 +29,10 @@ from typing import Any
 
 import pytest
 
-from tests import e2e, tls
+from tests import e2e, http, tls
 from tests.browser import chromium
-from tests.e2e import LOOPBACK, Server, Site
+from tests.e2e import Server, Site
+from tests.http import LOOPBACK
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.postgresql]
 
@@ -113,7 +114,7 @@ class Nginx:
 
     def start(self, timeout: float = 10.0) -> Nginx:
         for _ in range(3):
-            self.port = e2e.free_port()
+            self.port = http.free_port()
             self._spawn()
             # nginx writes its pid file once its configuration loaded and its port is bound.
             e2e.wait_until(lambda: self.pid_file.exists() or not self.running, timeout)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests import e2e
-from tests.e2e import Server, Site, concurrent_requests, http_request
+from tests import e2e, http
+from tests.e2e import Server, Site
+from tests.http import concurrent_requests, http_request
 from tests.relay import Relay
 
 pytestmark = pytest.mark.e2e
@@ -252,7 +253,7 @@ def test_with_preload_a_worker_restarted_in_an_outage_never_serves_an_older_poli
             deadline = time.monotonic() + 5
             seen: set[int] = set()
             while time.monotonic() < deadline:
-                with suppress(OSError, e2e.IncompleteResponse):
+                with suppress(OSError, http.IncompleteResponse):
                     seen |= statuses(server, "globex.example")
                 time.sleep(0.1)
             assert 200 not in seen, seen

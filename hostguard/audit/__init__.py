@@ -48,19 +48,17 @@ from typing import TYPE_CHECKING
 
 from hostguard.audit.buffer import OVERFLOW_SLACK, PENDING_FACTOR
 from hostguard.audit.log import (
-    MAX_HOST,
     MAX_METHOD,
     MAX_PATH,
     MAX_REMOTE_ADDR,
     MAX_SNI,
     MAX_USER_AGENT,
-    clean,
     internal_logger,
-    raw_host,
 )
 from hostguard.audit.thread import Recorder
 from hostguard.audit.writer import prune
 from hostguard.conf import conf
+from hostguard.escaping import MAX_HOST, clean, raw_host
 
 if TYPE_CHECKING:
     from django.http import HttpRequest

@@ -1,8 +1,8 @@
 """What the audit log says: escaped values, logfmt lines, and how often it says them.
 
-* :func:`clean` makes any value safe for a log line, a database column and a
-  spreadsheet cell; :func:`quote` makes it one ``key=value`` field of a line
-  (logfmt), so a hostile ``Host: a port=443 tenant=acme`` cannot forge fields;
+* :func:`quote` makes a value :func:`~hostguard.escaping.clean` made safe one
+  ``key=value`` field of a line (logfmt), so a hostile ``Host: a port=443 tenant=acme``
+  cannot forge fields;
 * :class:`Throttle` keeps a window's log to one line per (host, reason), then
   :func:`summary` writes one line for all that were left out;
 * the writer's health lines (failed, buffer full, slow, lost at exit) are here too,
@@ -17,10 +17,11 @@ from datetime import datetime
 
 from django.utils.translation import ngettext
 
+from hostguard.escaping import clean
+
 logger = logging.getLogger("hostguard.mismatch")
 internal_logger = logging.getLogger("hostguard.audit")
 
-MAX_HOST = 255
 MAX_METHOD = 16
 MAX_PATH = 500
 MAX_REMOTE_ADDR = 64
@@ -35,40 +36,6 @@ Sample = tuple[str, str, str, str, str]
 
 
 # --- escaping --------------------------------------------------------------------------
-
-
-def _escape_char(char: str) -> str:
-    if char == "\\":
-        return "\\\\"
-    if char.isprintable():
-        return char
-    code = ord(char)
-    if code < 0x100:
-        return "\\x%02x" % code
-    if code < 0x10000:
-        return "\\u%04x" % code
-    return "\\U%08x" % code
-
-
-def clean(value: object, limit: int) -> str:
-    """``value`` as text safe for a log line, a database column and a spreadsheet cell.
-
-    Control and format characters (and lone surrogates, which no database stores)
-    become ``\\xNN`` / ``\\uNNNN`` escapes, a backslash becomes two; the result has at
-    most ``limit`` characters, ending in ``…`` when cut.
-    """
-    text = value if isinstance(value, str) else str(value)
-    text = text[: limit * 4]  # bound the work on hostile input
-    if not (text.isascii() and text.isprintable() and "\\" not in text):
-        text = "".join(_escape_char(char) for char in text)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text
-
-
-def raw_host(exc: BaseException) -> str:
-    """The offending value of a :class:`~hostguard.hosts.MalformedHost`, escaped and bounded."""
-    return clean(exc.args[0] if exc.args else "", MAX_HOST)
 
 
 # clean() leaves no control characters; any other space would end a bare value.

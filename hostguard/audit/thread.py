@@ -26,6 +26,7 @@ from django.db import close_old_connections, connections
 from hostguard.audit import log, writer
 from hostguard.audit.buffer import Buffer, Entry, Key, Window
 from hostguard.conf import conf
+from hostguard.escaping import clean
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -194,7 +195,7 @@ class Recorder:
             if not final:
                 self.buffer.restore(rest)
         if final:
-            cause = "%s: %s" % (type(exc).__name__, log.clean(exc, 300))
+            cause = "%s: %s" % (type(exc).__name__, clean(exc, 300))
             log.lost_at_exit(sum(entry.count for _, entry in rest), len(rest), cause)
             return
         if self._stopping:

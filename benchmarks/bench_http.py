@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
 import shutil
 import signal
 import socket
@@ -118,26 +117,8 @@ def running(servers: Sequence[Server], database: Path, log: Path) -> Iterator[No
 
 def wrk(port: int, host: str, seconds: float) -> tuple[float, float, int]:
     """(requests/s, median latency in ms, non-2xx responses) of one wrk run."""
-    pin = ["taskset", "-c", "1"] if shutil.which("taskset") else []
-    command = [
-        *pin,
-        "wrk",
-        "-t1",
-        "-c4",
-        f"-d{seconds:g}s",
-        "--latency",
-        "-H",
-        f"Host: {host}",
-        f"http://127.0.0.1:{port}/",
-    ]
-    output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=seconds + 30).stdout
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\b", output, re.MULTILINE)
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    if rate is None or p50 is None:
-        raise SystemExit(f"unexpected wrk output:\n{output}")
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p50.group(2)]
-    return float(rate.group(1)), float(p50.group(1)) * scale, int(errors.group(1)) if errors else 0
+    result = common.wrk(port, host, seconds, pin="1")
+    return result.rate, result.p50, result.non_2xx
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -139,21 +137,7 @@ def propagation(servers: dict[str, object], changes: int, label: str) -> list[fl
 
 
 def wrk_p99(port: int, host: str, seconds: float) -> float:
-    command = [
-        "wrk",
-        "-t1",
-        "-c4",
-        f"-d{seconds:g}s",
-        "--latency",
-        "-H",
-        f"Host: {host}",
-        f"http://127.0.0.1:{port}/api/ping",
-    ]
-    output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=seconds + 30).stdout
-    match = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\b", output, re.MULTILINE)
-    if match is None:
-        raise SystemExit(f"unexpected wrk output:\n{output}")
-    return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+    return common.wrk(port, host, seconds, path="/api/ping").p99
 
 
 def under_changes(servers: dict[str, object], seconds: float, rounds: int) -> tuple[list[float], list[float]]:

@@ -548,3 +548,43 @@ def machine() -> str:
         f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
         f"Django {django.get_version()}, {platform.system()} {platform.release()}"
     )
+
+
+# --- load over HTTP ------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    """What one wrk run measured: requests/s, latency percentiles in ms, non-2xx answers."""
+
+    rate: float
+    p50: float
+    p99: float
+    non_2xx: int
+
+
+def wrk(port: int, host: str, seconds: float, path: str = "/", pin: str | None = None) -> WrkResult:
+    """One run of Debian's wrk (``-t1 -c4 --latency``) against 127.0.0.1:``port``, pinned to
+    CPU ``pin`` when taskset exists."""
+    import re
+    import shutil
+    import subprocess
+
+    pinned = ["taskset", "-c", pin] if pin is not None and shutil.which("taskset") else []
+    command = [*pinned, "wrk", "-t1", "-c4", f"-d{seconds:g}s", "--latency", "-H", f"Host: {host}"]
+    output = subprocess.run(
+        [*command, f"http://127.0.0.1:{port}{path}"], check=True, capture_output=True, text=True, timeout=seconds + 30
+    ).stdout
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+    def latency(percent: str) -> float:
+        match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\b", output, re.MULTILINE)
+        if match is None:
+            raise SystemExit(f"unexpected wrk output:\n{output}")
+        return float(match.group(1)) * scale[match.group(2)]
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    if rate is None:
+        raise SystemExit(f"unexpected wrk output:\n{output}")
+    return WrkResult(float(rate.group(1)), latency("50"), latency("99"), int(errors.group(1)) if errors else 0)

@@ -1,4 +1,4 @@
-"""Support for end-to-end tests: real gunicorn processes and real databases (raw HTTP: tests.http).
+"""Support for end-to-end tests: real gunicorn processes and real databases (raw HTTP: tests.rawhttp).
 
 Not a test module. A test builds a :class:`Site` (a fresh database plus the
 environment every process of the demo site reads), loads data into it, and starts
@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from tests.http import LOOPBACK, Response, concurrent_requests, free_port, http_request, raw_request
+from tests.rawhttp import LOOPBACK, Response, concurrent_requests, free_port, http_request, raw_request
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -335,18 +335,7 @@ class Server:
         if process is None:
             return
         self.process = None
-        signals = (signal.SIGTERM, signal.SIGKILL) if graceful else (signal.SIGKILL,)
-        for sig in signals:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            try:
-                process.wait(timeout=self.stop_timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # Workers orphaned by a master that died first are still in the group.
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process, signal.SIGTERM if graceful else signal.SIGKILL, self.stop_timeout)
 
     def __enter__(self) -> Server:
         if self.process is None:
@@ -454,3 +443,17 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         if time.monotonic() - start > timeout:
             return None
         time.sleep(interval)
+
+
+def stop_group(process: subprocess.Popen[bytes], first: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+    """Stop a process started with ``start_new_session=True``: ``first`` to its whole
+    group, a wait, then SIGKILL to whatever is left (children orphaned by a parent that
+    died first are still in the group)."""
+    for sig in (first, signal.SIGKILL):
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=timeout)
+            break
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)

@@ -25,7 +25,7 @@ import pytest
 
 from tests import e2e
 from tests.e2e import Server, Site
-from tests.http import http_request, raw_request
+from tests.rawhttp import http_request, raw_request
 from tests.relay import Relay
 
 pytestmark = pytest.mark.e2e

@@ -21,7 +21,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.cookiejar import CookieJar
 from pathlib import Path
@@ -31,9 +31,9 @@ from urllib.request import HTTPCookieProcessor, build_opener
 
 import pytest
 
-from tests import e2e, http, tls
+from tests import e2e, rawhttp, tls
 from tests.e2e import Server, Site
-from tests.http import LOOPBACK
+from tests.rawhttp import LOOPBACK
 
 pytestmark = pytest.mark.e2e
 
@@ -145,12 +145,12 @@ class Caddy:
         raise e2e.E2EError("another process took a free port three times in a row")
 
     def _spawn(self) -> None:
-        self.https_port = http.free_port()
+        self.https_port = rawhttp.free_port()
         # Options that keep the test's Caddy to itself; the recipe's follow them.
         own = (
             "\tadmin off\n"
             f"\tdefault_bind {LOOPBACK}\n"
-            f"\thttp_port {http.free_port()}\n"
+            f"\thttp_port {rawhttp.free_port()}\n"
             f"\thttps_port {self.https_port}\n"
             "\tlocal_certs\n"
             "\tskip_install_trust\n"
@@ -195,16 +195,8 @@ class Caddy:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            with suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
-                break
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        if process is not None:
+            e2e.stop_group(process, signal.SIGTERM)
 
 
 @dataclass
@@ -363,8 +355,8 @@ def test_a_host_added_in_the_admin_gets_a_certificate_after_propagation(stack: S
 
 def test_the_endpoint_answers_only_caddy(stack: Stack) -> None:
     query = f"{ENDPOINT}?domain=acme.shops.example"
-    request = http.http_request("GET", query, host=f"{LOOPBACK}:{stack.server.port}")
-    assert http.raw_request(stack.server.port, request).status == 200  # from Caddy's address
+    request = rawhttp.http_request("GET", query, host=f"{LOOPBACK}:{stack.server.port}")
+    assert rawhttp.raw_request(stack.server.port, request).status == 200  # from Caddy's address
     # From another address of this machine: not in HOSTGUARD_TLS_ASK_FROM.
     for _ in range(8):
         refused = ask_from("127.0.0.2", stack.server.port, request)
@@ -385,7 +377,7 @@ def test_the_endpoint_answers_only_caddy(stack: Stack) -> None:
         assert "gunicorn" not in page.headers.get("server", "")
 
 
-def ask_from(source: str, port: int, data: bytes) -> http.Response:
+def ask_from(source: str, port: int, data: bytes) -> rawhttp.Response:
     """``data`` sent to gunicorn from the local address ``source``: another peer, on loopback."""
     with socket.create_connection((LOOPBACK, port), timeout=5, source_address=(source, 0)) as sock:
         sock.sendall(data)
@@ -395,7 +387,7 @@ def ask_from(source: str, port: int, data: bytes) -> http.Response:
     head, _, body = reply.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = [(key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in lines)]
-    return http.Response("HTTP/1.1", int(status_line.split()[1]), "", headers, body)
+    return rawhttp.Response("HTTP/1.1", int(status_line.split()[1]), "", headers, body)
 
 
 class AdminSession:

@@ -15,7 +15,7 @@ import pytest
 
 from tests import e2e
 from tests.e2e import Server, Site
-from tests.http import concurrent_requests, http_request
+from tests.rawhttp import concurrent_requests, http_request
 
 pytestmark = pytest.mark.e2e
 

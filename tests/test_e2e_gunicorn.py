@@ -14,7 +14,7 @@ import pytest
 
 from tests import e2e
 from tests.e2e import Server
-from tests.http import Response, concurrent_requests, http_request, raw_request
+from tests.rawhttp import Response, concurrent_requests, http_request, raw_request
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import e2e
 from tests.e2e import Server, Site
-from tests.http import concurrent_requests, http_request, raw_request
+from tests.rawhttp import concurrent_requests, http_request, raw_request
 
 pytestmark = pytest.mark.e2e
 

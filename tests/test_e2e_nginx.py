@@ -17,22 +17,20 @@ Chromium's NetLog shows the two restarts, gunicorn's log the two reasons.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests import e2e, http, tls
+from tests import e2e, rawhttp, tls
 from tests.browser import chromium
 from tests.e2e import Server, Site
-from tests.http import LOOPBACK
+from tests.rawhttp import LOOPBACK
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.postgresql]
 
@@ -114,7 +112,7 @@ class Nginx:
 
     def start(self, timeout: float = 10.0) -> Nginx:
         for _ in range(3):
-            self.port = http.free_port()
+            self.port = rawhttp.free_port()
             self._spawn()
             # nginx writes its pid file once its configuration loaded and its port is bound.
             e2e.wait_until(lambda: self.pid_file.exists() or not self.running, timeout)
@@ -182,16 +180,8 @@ class Nginx:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        for sig in (signal.SIGQUIT, signal.SIGKILL):
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            with suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
-                break
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        if process is not None:
+            e2e.stop_group(process, signal.SIGQUIT)
 
 
 @dataclass

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests import e2e, http
+from tests import e2e, rawhttp
 from tests.e2e import Server, Site
-from tests.http import concurrent_requests, http_request
+from tests.rawhttp import concurrent_requests, http_request
 from tests.relay import Relay
 
 pytestmark = pytest.mark.e2e
@@ -253,7 +253,7 @@ def test_with_preload_a_worker_restarted_in_an_outage_never_serves_an_older_poli
             deadline = time.monotonic() + 5
             seen: set[int] = set()
             while time.monotonic() < deadline:
-                with suppress(OSError, http.IncompleteResponse):
+                with suppress(OSError, rawhttp.IncompleteResponse):
                     seen |= statuses(server, "globex.example")
                 time.sleep(0.1)
             assert 200 not in seen, seen

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import http
+from tests import rawhttp
 from tests.e2e import Server, Site
-from tests.http import LOOPBACK, Response, http_request
+from tests.rawhttp import LOOPBACK, Response, http_request
 
 pytestmark = pytest.mark.e2e
 
@@ -84,7 +84,7 @@ def tls_request(port: int, data: bytes, sni: str | None, timeout: float = 5.0) -
         context.wrap_socket(raw, server_hostname=sni) as sock,
     ):
         sock.sendall(data)
-        return http.read_response(http.Reader(sock, deadline), data.split(b" ", 1)[0].decode(), 0.3)
+        return rawhttp.read_response(rawhttp.Reader(sock, deadline), data.split(b" ", 1)[0].decode(), 0.3)
 
 
 class TLSServer(Server):
@@ -99,7 +99,7 @@ class TLSServer(Server):
             try:
                 if tls_request(self.port, http_request("GET", "/healthz"), None, timeout=1).status == 200:
                     return
-            except (OSError, http.IncompleteResponse):
+            except (OSError, rawhttp.IncompleteResponse):
                 pass
             if time.monotonic() > deadline:
                 raise self._fail(f"gunicorn did not answer /healthz over TLS within {self.startup_timeout} s")
@@ -190,7 +190,7 @@ class ProxyBindServer(Server):
             sock.settimeout(timeout)
             sock.connect(str(self.site.directory / "gunicorn.sock"))
             sock.sendall(data)
-            return http.read_response(http.Reader(sock, deadline), data.split(b" ", 1)[0].decode(), 0.3)
+            return rawhttp.read_response(rawhttp.Reader(sock, deadline), data.split(b" ", 1)[0].decode(), 0.3)
 
 
 def test_the_sni_header_is_checked_behind_dual_stack_and_unix_socket_binds(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from django.test import Client, override_settings
 from django.urls import include, path
 
 from hostguard.conf import conf, parse_trusted_proxies
-from hostguard.models import Authority, Deployment, Tenant
+from tests.factories import make_tenant
 
 pytestmark = pytest.mark.django_db
 
@@ -34,14 +34,6 @@ urlpatterns = [
 ]
 
 PROXY = {"HOSTGUARD_SNI_HEADER": "X-Forwarded-SNI", "HOSTGUARD_TRUSTED_PROXIES": ["10.0.0.0/8", "127.0.0.1"]}
-
-
-def make_tenant(slug: str, deployment: str, *hosts: str) -> Tenant:
-    dep, _ = Deployment.objects.get_or_create(name=deployment)
-    tenant = Tenant.objects.create(name=slug.title(), slug=slug, deployment=dep)
-    for host in hosts:
-        Authority.objects.create(tenant=tenant, host=host)
-    return tenant
 
 
 @pytest.fixture(autouse=True)

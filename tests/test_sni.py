@@ -11,21 +11,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import Client, override_settings
 
 from hostguard.conf import conf
-from hostguard.models import Authority, Deployment, Tenant
 from hostguard.sni import ENVIRON_KEY
 from tests.asgi import asgi_get
+from tests.factories import make_tenant
 
 pytestmark = pytest.mark.django_db
 
 PROXY = {"HOSTGUARD_SNI_HEADER": "X-Forwarded-SNI", "HOSTGUARD_TRUSTED_PROXIES": ["10.0.0.0/8", "::1"]}
-
-
-def make_tenant(slug: str, deployment: str, *hosts: str) -> Tenant:
-    dep, _ = Deployment.objects.get_or_create(name=deployment)
-    tenant = Tenant.objects.create(name=slug.title(), slug=slug, deployment=dep)
-    for host in hosts:
-        Authority.objects.create(tenant=tenant, host=host)
-    return tenant
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse
 
 from hostguard import audit, metrics, responses, signals, sni
 from hostguard.conf import GateSettings, conf
-from hostguard.decide import RequestFacts, decide
+from hostguard.decide import RequestFacts, decide, restrict_path
 from hostguard.decision import ALLOW, EXEMPT, HIDDEN, MALFORMED, UNAVAILABLE, Decision
 from hostguard.policy import policy
 from hostguard.snapshot import Snapshot
@@ -114,8 +114,8 @@ class HostGuardMiddleware:
         if tenant_id is not None and (decision.verdict == ALLOW or decision.reported):
             # request.tenant comes from the snapshot this decision was made with, when first read.
             request.tenant = LazyTenant(snapshot, tenant_id)  # type: ignore[attr-defined]
-            if decision.verdict == ALLOW and gate.host_alone and facts.sni is None:
-                remembered.remember(meta, decision, snapshot)
+        if decision.verdict == ALLOW and not decision.reported and gate.host_alone and facts.sni is None:
+            remembered.remember(meta, decision, snapshot)
         return decision
 
     def answer(self, request: HttpRequest, decision: Decision) -> HttpResponse | None:
@@ -166,7 +166,8 @@ class RememberedAllows:
     header, the scheme, the settings and the snapshot, so an entry holds while its
     snapshot is the policy's current one and the settings do not change. It is used
     only where Host alone decides: no trusted ``X-Forwarded-*``, an origin-form
-    target, no TLS server name to check and no ``HOSTGUARD_ADMIN_HOSTS`` path.
+    target and no TLS server name to check. A path ``HOSTGUARD_ADMIN_HOSTS`` keeps
+    to some hosts is checked again on every request, as :func:`decide` does.
     """
 
     SIZE = 4096
@@ -185,20 +186,27 @@ class RememberedAllows:
         if gate.sni_meta_key is not None or SNI_ENVIRON_KEY in meta:
             return False
         path = request.path_info
-        if (gate.exempt_paths and path.startswith(gate.exempt_paths)) or (
-            gate.restricted_prefixes
-            and (path.startswith(gate.restricted_prefixes) or request.path.startswith(gate.restricted_prefixes))
-        ):
+        if gate.exempt_paths and path.startswith(gate.exempt_paths):
             return False
         target = meta.get("RAW_URI") or meta.get("REQUEST_URI") or meta.get("PATH_INFO")
         if target and target[0] != "/":
             return False  # absolute-form: decided in full, against Host
-        request.hostguard = entry.decision  # type: ignore[attr-defined]
-        request.tenant = LazyTenant(snapshot, entry.decision.tenant_id)  # type: ignore[attr-defined, arg-type]
+        decision = entry.decision
+        if gate.restricted_prefixes:
+            full_path = request.path
+            if path.startswith(gate.restricted_prefixes) or full_path.startswith(gate.restricted_prefixes):
+                if restrict_path(decision, path, gate) is not decision:
+                    return False  # a 404: decided in full
+                if full_path != path and restrict_path(decision, full_path, gate) is not decision:
+                    return False
+        request.hostguard = decision  # type: ignore[attr-defined]
+        tenant_id = decision.tenant_id
+        request.tenant = None if tenant_id is None else LazyTenant(snapshot, tenant_id)  # type: ignore[attr-defined]
         return True
 
     def remember(self, meta: dict[str, Any], decision: Decision, snapshot: Snapshot | None) -> None:
-        """Remember an allow decided in full from ``snapshot`` with Host alone."""
+        """Remember an allow decided in full from ``snapshot`` with Host alone: a
+        tenant's host, or one ``HOSTGUARD_ALWAYS_ALLOW`` lets through (no tenant)."""
         raw = meta.get("HTTP_HOST")
         if raw is None or snapshot is None:
             return

@@ -86,6 +86,21 @@ def test_a_remembered_host_still_meets_forwarded_headers_and_absolute_targets(cl
     assert whoami(client, "acme.example", RAW_URI="http://acme.example/api/whoami").status_code == 200
 
 
+def test_an_always_allowed_host_is_remembered_without_a_tenant(client: Client, acme: Tenant) -> None:
+    from hostguard.middleware import remembered
+
+    with override_settings(HOSTGUARD_ALWAYS_ALLOW=["ops.example"]):
+        assert whoami(client, "acme.example").json()["tenant"] == "acme"
+        for _ in range(2):  # decided in full, then from memory
+            response = whoami(client, "ops.example")
+            assert response.status_code == 200
+            assert response.json()["tenant"] is None
+            assert response.wsgi_request.tenant is None
+        assert ("ops.example", "http") in remembered.entries
+        assert whoami(client, "acme.example").json()["tenant"] == "acme"
+    assert whoami(client, "ops.example").status_code == 421
+
+
 def test_request_tenant_costs_no_query_on_either_path(
     client: Client, acme: Tenant, django_assert_num_queries: Any, rf: Any
 ) -> None:

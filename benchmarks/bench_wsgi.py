@@ -31,6 +31,7 @@ from benchmarks.site import (
     QUIET_FLOOR,
     TENANT_URLCONF,
     TLS_PERMISSION,
+    TLS_PERMISSION_DIRECT,
     TLS_ROUTE_FLOOR,
 )
 
@@ -211,13 +212,15 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
     low, high = common.ratio_spread(refuse, refused[-1].name, refused[0].name)
     measured = f"{r:.3f}×, IQR {low:.3f}–{high:.3f}"
     goal("rejected, hostguard's 421 with metrics vs without", r <= 1.05, measured, "≤ 1.05×")
-    ask_name, allowed_name, floor_name = ask_names
+    ask_name, allowed_name, floor_name, direct_name = ask_names
     r = common.ratio(ask_samples, ask_name, allowed_name)
     goal(f"TLS permission ask vs an allowed request ({label(reference)} authorities)", r <= 1.2, f"{r:.3f}×", "≤ 1.2×")
     r = common.ratio(ask_samples, floor_name, allowed_name)
     print(f"info  the ask's route with a view that does nothing vs an allowed request: {r:.3f}×")
     r = common.ratio(ask_samples, ask_name, floor_name)
     print(f"info  TLS permission ask vs its route with a view that does nothing: {r:.3f}× (the endpoint's own work)")
+    r = common.ratio(ask_samples, direct_name, allowed_name)
+    print(f"info  TLS permission ask, the view mounted without include(), vs an allowed request: {r:.3f}×")
     smallest, largest = sizes[0], sizes[-1]
     r = common.ratio(allow, gated[largest].name, gated[smallest].name)
     goal(
@@ -243,14 +246,17 @@ def run(args: object, sizes: list[int], reference: int, snapshots: dict[int, obj
 
 def tls_permission_costs(
     rounds: int, count: int, allowed: Variant, name: str
-) -> tuple[dict[str, list[float]], tuple[str, str, str]]:
+) -> tuple[dict[str, list[float]], tuple[str, str, str, str]]:
     """Caddy's ask for a served name beside an allowed request and the ask's route with a
-    view that does nothing, interleaved; (samples, (ask, allowed, route floor)).
+    view that does nothing, interleaved; (samples, (ask, allowed, route floor, ask mounted directly)).
 
     All run with docs/caddy.md's settings: the endpoint kept to the always-allowed hosts.
     """
     kept = ["localhost", "127.0.0.1"]
-    settings = {**allowed.settings, "HOSTGUARD_ADMIN_HOSTS": {"/_hostguard/": kept, "/_floor/": kept}}
+    settings = {
+        **allowed.settings,
+        "HOSTGUARD_ADMIN_HOSTS": {"/_hostguard/": kept, "/_floor/": kept, "/_direct/": kept},
+    }
     request = Variant(allowed.name, settings, allowed.host, 200, snapshot=allowed.snapshot)
     query = f"domain={name}"
 
@@ -262,11 +268,12 @@ def tls_permission_costs(
     size = allowed.name.removeprefix("hostguard, ")
     ask = asking(f"TLS permission ask, served name ({size})", TLS_PERMISSION)
     floor = asking("its route, a view that does nothing", TLS_ROUTE_FLOOR)
+    direct = asking("TLS permission ask, the view mounted without include()", TLS_PERMISSION_DIRECT)
     heading(f"TLS permission ask (GET {TLS_PERMISSION}?{query}) beside an allowed request, {rounds} rounds")
-    common.check([request, ask, floor])
-    samples = common.measure([request, ask, floor], rounds, count)
+    common.check([request, ask, floor, direct])
+    samples = common.measure([request, ask, floor, direct], rounds, count)
     common.table(samples, baseline=request.name)
-    return samples, (ask.name, request.name, floor.name)
+    return samples, (ask.name, request.name, floor.name, direct.name)
 
 
 def lookup_costs(snapshots: dict[int, object], rounds: int, count: int) -> dict[str, list[float]]:

@@ -8,6 +8,8 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import include, path
 
+from hostguard.views import tls_permission
+
 
 def ok(request: HttpRequest) -> HttpResponse:
     return HttpResponse(b"ok\n", content_type="text/plain")
@@ -28,6 +30,8 @@ urlpatterns = [
     # The TLS permission endpoint's route with a view that does nothing, as deep in the
     # URLconf: what the route costs, without the endpoint's own work.
     path("_floor/", include([path("tls-permission", ok)])),
+    # The same view mounted directly, without include(): one resolver level less.
+    path("_direct/tls-permission", tls_permission),
 ]
 
 
@@ -80,3 +84,4 @@ COMMON = "django.middleware.common.CommonMiddleware"
 #: Where the benchmark site mounts hostguard's TLS permission endpoint (as the demo does).
 TLS_PERMISSION = "/_hostguard/tls-permission"
 TLS_ROUTE_FLOOR = "/_floor/tls-permission"
+TLS_PERMISSION_DIRECT = "/_direct/tls-permission"

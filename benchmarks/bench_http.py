@@ -17,7 +17,6 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,8 +28,9 @@ from pathlib import Path
 
 from benchmarks import common
 from benchmarks.common import REJECTED_HOST, heading
+from tests.rawhttp import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = common.ROOT
 
 
 @dataclass
@@ -48,12 +48,6 @@ class Case:
     server: Server
     host: str
     status: int
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def status_of(port: int, host: str) -> int:

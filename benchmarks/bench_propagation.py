@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from benchmarks import common
 from benchmarks.common import goal, heading
@@ -70,7 +71,7 @@ def load(url: str, size: int) -> None:
 
 
 @contextmanager
-def fleet(url: str, directory: Path, push: bool) -> Iterator[dict[str, object]]:
+def fleet(url: str, directory: Path, push: bool) -> Iterator[dict[str, Any]]:
     from tests.e2e import Site
 
     site = Site(directory, database_url=url, refresh_seconds=REFRESH, extra_env={"HOSTGUARD_PUSH": str(push)})

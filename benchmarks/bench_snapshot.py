@@ -1,12 +1,18 @@
-"""Snapshot build time and memory for 10k, 100k and 1M authorities.
+"""Snapshot build time and memory for 10k, 100k and 1M authorities, and gunicorn serving them.
 
     python -m benchmarks.bench_snapshot [--quick] [--data DIR] [--rounds N]
 
 Each measurement runs in a fresh process (``--child``), so that "cold" means what a
-newly started worker pays: the first ``hostguard.policy.build_snapshot()`` after
+newly started worker pays: the first full read (``hostguard.store.full()``) after
 ``django.setup()``, query compilation included. Memory is the tracemalloc peak during
 a build, what the snapshot keeps (tracemalloc, after the build), and the growth of
 the process's resident set (RSS) across the cold build.
+
+Then the demo site under gunicorn (2 sync workers, the largest data set), started
+as usual and with ``--preload`` (``preload_app``: the master reads the hosts once,
+before it forks): how long until every worker serves a tenant's host, and each
+process's memory once it has — resident (RSS), its share of pages it shares with the
+others (PSS) and its own (USS, what stopping it would free).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +28,7 @@ import time
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from benchmarks import common
 from benchmarks.common import goal, heading
@@ -86,6 +94,102 @@ def measure(directory: Path, size: int, warm_builds: int) -> dict[str, float]:
     return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def memory_of(pid: int) -> dict[str, int]:
+    """A process's RSS, PSS and USS (private pages), in bytes, from /proc."""
+    fields: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            name, _, value = line.partition(":")
+            if value.strip().endswith("kB"):
+                fields[name] = int(value.split()[0]) * 1024
+    return {
+        "rss": fields["Rss"],
+        "pss": fields["Pss"],
+        "uss": fields["Private_Clean"] + fields["Private_Dirty"],
+    }
+
+
+def worker_pids(master: int) -> list[int]:
+    with open(f"/proc/{master}/task/{master}/children") as children:
+        return [int(pid) for pid in children.read().split()]
+
+
+def ping_every_worker(port: int, host: str, workers: int) -> set[int]:
+    """The pids of the workers that served ``host`` one request each, all at once
+    (a sync worker takes one connection at a time)."""
+    request = f"GET /api/ping HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(workers)]
+    served = set()
+    try:
+        for sock in sockets:
+            sock.sendall(request)
+        for sock in sockets:
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            if head.split(b" ", 2)[1] == b"200":
+                served.add(int(json.loads(body)["pid"]))
+    finally:
+        for sock in sockets:
+            sock.close()
+    return served
+
+
+class Served(NamedTuple):
+    #: Seconds from starting gunicorn until every worker served a tenant's host.
+    ready: float
+    #: ("master" or "worker", memory_of(pid)) for each process.
+    memory: list[tuple[str, dict[str, int]]]
+
+
+def gunicorn_figures(directory: Path, size: int, preload: bool, workers: int = 2) -> Served:
+    """Start the demo site on the ``size`` data set; time until every worker serves a
+    tenant's host, then each process's memory. Stops it, whatever happens."""
+    from tests.e2e import stop_group
+    from tests.rawhttp import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": f"sqlite:///{common.database_file(directory, size)}",
+        "HOSTGUARD_DEPLOYMENT": common.DEPLOYMENT,
+        "HOSTGUARD_LOG_LEVEL": "WARNING",
+        "BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": str(workers),
+        "GUNICORN_CMD_ARGS": "--preload" if preload else "",
+    }
+    command = [sys.executable, "-m", "gunicorn", "-c", "project/gunicorn.conf.py", "--no-control-socket"]
+    host = common.served_host(size)
+    with open(directory / "gunicorn.log", "ab") as log:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [*command, "project.wsgi"],
+            cwd=common.ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        served: set[int] = set()
+        while len(served) < workers:
+            if process.poll() is not None or time.monotonic() - started > 120:
+                raise RuntimeError(f"gunicorn did not serve {host} from every worker (see {directory}/gunicorn.log)")
+            try:
+                served |= ping_every_worker(port, host, workers)
+            except OSError:
+                time.sleep(0.02)
+        ready = time.monotonic() - started
+        memory = [("master", memory_of(process.pid))]
+        memory += [("worker", memory_of(pid)) for pid in worker_pids(process.pid)]
+        return Served(ready, memory)
+    finally:
+        stop_group(process)
+
+
 def label(size: int) -> str:
     return f"{size // 1_000_000}M" if size >= 1_000_000 else f"{size // 1000}k"
 
@@ -123,7 +227,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{result['peak'] / 1e6:>8.1f}  {result['retained'] / 1e6:>8.1f}  {result['rss_delta'] / 1e6:>8.1f}",
                 flush=True,
             )
+        largest = sizes[-1]
+        served = {preload: gunicorn_figures(directory, largest, preload) for preload in (False, True)}
+        heading(f"gunicorn, 2 sync workers, {largest:,} authorities (the demo site)")
+        print(f"  {'':>14}  {'ready s':>8}  {'process':>8}  {'RSS MB':>7}  {'PSS MB':>7}  {'USS MB':>7}")
+        for preload, figures in served.items():
+            for number, (role, used) in enumerate(figures.memory):
+                first = ("--preload" if preload else "as usual") if number == 0 else ""
+                ready = f"{figures.ready:.2f}" if number == 0 else ""
+                print(
+                    f"  {first:>14}  {ready:>8}  {role:>8}  {used['rss'] / 1e6:>7.1f}  "
+                    f"{used['pss'] / 1e6:>7.1f}  {used['uss'] / 1e6:>7.1f}"
+                )
         heading("goals")
+        if 1_000_000 in results:
+            million = results[1_000_000]
+            goal("snapshot of 1M authorities built cold", million["cold"] <= 1.5, f"{million['cold']:.3f} s", "≤ 1.5 s")
+            memory = max(million["peak"], million["rss_delta"])
+            goal(
+                "snapshot of 1M authorities, memory per process (tracemalloc peak and RSS growth, the larger)",
+                memory <= 200e6,
+                f"{memory / 1e6:.1f} MB",
+                "≤ 200 MB",
+            )
         reference = results[100_000]
         goal(
             "snapshot of 100k authorities built cold",

@@ -34,6 +34,8 @@ from typing import Any
 
 FULL_SIZES = (10, 10_000, 100_000, 1_000_000)
 QUICK_SIZES = (10, 10_000, 100_000)
+#: The repository's top folder.
+ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENT = "bench"
 OTHER_DEPLOYMENT = "elsewhere"
 # Every data set gets the same policy version, so the policy's background poller

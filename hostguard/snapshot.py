@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from hostguard.decision import (
     ALLOW,
@@ -27,6 +27,7 @@ from hostguard.decision import (
     Decision,
 )
 from hostguard.hosts import format_authority, is_ip
+from hostguard.tenant_table import TenantRecord, TenantTable
 
 # An entry is (port or None, scheme or "", authority id, tenant id, active, host pattern).
 Entry = tuple[int | None, str, int, int, bool, str]
@@ -34,17 +35,6 @@ Entry = tuple[int | None, str, int, int, bool, str]
 Stored = tuple[Entry, ...] | int
 #: An authority as the snapshot reads it: (id, host pattern, port, scheme, active, tenant id).
 AuthorityRow = tuple[int, str, int | None, str, bool, int]
-
-
-class TenantRecord(NamedTuple):
-    """What the snapshot knows of a tenant: enough to decide, and to hand out
-    ``request.tenant`` without a query (``extra``: ``HOSTGUARD_TENANT_FIELDS``, in order)."""
-
-    slug: str
-    name: str
-    deployment_id: int
-    active: bool
-    extra: tuple[Any, ...] = ()
 
 
 # A pattern or tenant the overlay removes: the base may still hold it.
@@ -136,7 +126,7 @@ class Snapshot:
         version: int,
         exact: dict[str, Stored],
         wildcards: dict[str, Stored],
-        tenants: dict[int, TenantRecord],
+        tenants: TenantTable | Mapping[int, TenantRecord],
         deployments: dict[int, str],
         size: int,
         overlays: tuple[dict[str, Any], dict[str, Any], dict[int, Any]] | None = None,
@@ -147,7 +137,7 @@ class Snapshot:
         self.token = token
         self._exact = exact
         self._wild = wildcards
-        self._tenants = tenants
+        self._tenants = tenants if isinstance(tenants, TenantTable) else TenantTable.from_records(tenants.items())
         self.deployments = deployments
         self.size = size
         self._exact_overlay, self._wild_overlay, self._tenant_overlay = overlays or ({}, {}, {})
@@ -364,22 +354,19 @@ class Snapshot:
 
     def compacted(self) -> Snapshot:
         """The same snapshot with its overlay merged into new base indexes (costs a copy of each)."""
-        merged: list[dict[Any, Any]] = []
-        sources: tuple[tuple[dict[Any, Any], dict[Any, Any]], ...] = (
-            (self._exact, self._exact_overlay),
-            (self._wild, self._wild_overlay),
-            (self._tenants, self._tenant_overlay),
-        )
-        for base, overlay in sources:
+        merged: list[dict[str, Stored]] = []
+        for base, overlay in ((self._exact, self._exact_overlay), (self._wild, self._wild_overlay)):
             index = dict(base)
-            packing = base is not self._tenants
             for key, value in overlay.items():
                 if value is _GONE:
                     index.pop(key, None)
                 else:
-                    index[key] = _group_value(value) if packing else value
+                    index[key] = _group_value(value)
             merged.append(index)
-        exact, wildcards, tenants = merged
+        exact, wildcards = merged
+        tenants = self._tenants.updated(
+            {tenant_id: None if record is _GONE else record for tenant_id, record in self._tenant_overlay.items()}
+        )
         return Snapshot(self.version, exact, wildcards, tenants, self.deployments, self.size, token=self.token)
 
     def tenant_ids(self) -> set[int]:

@@ -31,7 +31,8 @@ from django.utils import timezone
 from hostguard.changes import AUTHORITY, DEPLOYMENT, EVERYTHING, LARGE_CHANGE, TENANT, Change
 from hostguard.conf import InvalidSetting, conf
 from hostguard.db import bounded
-from hostguard.snapshot import AuthorityRow, Snapshot, TenantRecord, ordered, pack_entry, unpack
+from hostguard.snapshot import AuthorityRow, Snapshot, ordered, pack_entry, unpack
+from hostguard.tenant_table import TenantRecord, TenantTable
 
 #: The PostgreSQL channel writers notify and processes listen on.
 CHANNEL = "hostguard_policy"
@@ -123,18 +124,20 @@ def full(using: str | None = None, seconds: float = 60.0) -> Snapshot:
     with reading(using, seconds) as cursor:
         version, _pruned, token = read_stamp(cursor)
         deployments = read_deployments(cursor)
-        tenants = dict(read_tenants(cursor, None))
+        tenants = read_tenant_table(cursor)
         exact, wildcards, size = _read_index(cursor)
         return Snapshot(version, exact, wildcards, tenants, deployments, size, token=token)
 
 
 def _read_index(cursor: Any) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """The base indexes, read in three queries so that most rows never become Python tuples.
+    """The base indexes, read in three queries so that no row becomes more than a
+    pattern and one or two ints (a million authorities is a million rows).
 
     Simple authorities (any port, any scheme, active) are most of them, and alone under
     their pattern (the unique constraint on host and scheme for an any-port claim):
-    they arrive as (pattern, id, tenant id) and are stored packed. The rest — ports,
-    schemes, inactive claims — are merged in as full entries.
+    they arrive as (pattern, packed int), for the exact and the wildcard index in turn.
+    The rest — ports, schemes, inactive claims — arrive as (host, ids, flags) and are
+    packed as :func:`hostguard.snapshot.pack_entry` would (:func:`_read_the_rest`).
     """
     from hostguard.models import Authority
 
@@ -143,36 +146,75 @@ def _read_index(cursor: Any) -> tuple[dict[str, Any], dict[str, Any], int]:
         quote(_column(Authority, name)) for name in ("pk", "host", "port", "scheme", "is_active", "tenant")
     )
     table = _table(cursor, Authority)
-    # Packed in SQL (see hostguard.snapshot.pack), within a signed 64-bit integer.
-    simple = "%s IS NULL AND %s = '' AND %s AND %s >= 0 AND %s < 2147483648 AND %s >= 0 AND %s < 4294967296" % (
-        port,
-        scheme,
-        active,
-        pk,
-        pk,
-        tenant,
-        tenant,
-    )
+    # SQL fragments (_read_the_rest's too). The ids as hostguard.snapshot.pack puts
+    # them, within a signed 64-bit integer.
+    ids = "%s * 4294967296 + %s" % (pk, tenant)
+    fits = "%s >= 0 AND %s < 2147483648 AND %s >= 0 AND %s < 4294967296" % (pk, pk, tenant, tenant)
+    simple = "%s IS NULL AND %s = '' AND %s AND %s" % (port, scheme, active, fits)
     wildcard = "substr(%s, 1, 2) = '*.'" % host
     indexes: list[dict[str, Any]] = []
     size = 0
     for key, kind in ((host, "NOT " + wildcard), ("substr(%s, 3)" % host, wildcard)):
-        cursor.execute(
-            "SELECT %s, %s * 4294967296 + %s FROM %s WHERE %s AND %s" % (key, pk, tenant, table, simple, kind)
-        )
+        cursor.execute("SELECT %s, %s FROM %s WHERE %s AND %s" % (key, ids, table, simple, kind))
         index: dict[str, Any] = {}
         while rows := cursor.fetchmany(20_000):
             index.update(rows)
         size += len(index)
         indexes.append(index)
     exact, wildcards = indexes
-    cursor.execute(
-        "SELECT %s FROM %s WHERE NOT (%s)" % (", ".join((pk, host, port, scheme, active, tenant)), table, simple)
-    )
-    for row in _fetch(cursor):
-        size += 1
-        _merge(exact, wildcards, row)
+    size += _read_the_rest(cursor, exact, wildcards, ids, fits, simple)
     return exact, wildcards, size
+
+
+def _read_the_rest(
+    cursor: Any, exact: dict[str, Any], wildcards: dict[str, Any], ids: str, fits: str, simple: str
+) -> int:
+    """Add the authorities that are not simple to the indexes; return how many there were.
+
+    hostguard.snapshot.pack_entry's port, scheme and active bits come from SQL; a row
+    that cannot be packed comes as NULL and its id, and is read in full."""
+    from hostguard.models import Authority
+
+    quote = cursor.db.ops.quote_name
+    pk, host, port, scheme, active = (
+        quote(_column(Authority, name)) for name in ("pk", "host", "port", "scheme", "is_active")
+    )
+    packable = "%s AND (%s IS NULL OR (%s > 0 AND %s < 131072)) AND %s IN ('', 'http', 'https')" % (
+        fits,
+        port,
+        port,
+        port,
+        scheme,
+    )
+    flags = "COALESCE(%s, 0) * 8 + (CASE %s WHEN 'http' THEN 2 WHEN 'https' THEN 4 ELSE 0 END) + %s" % (
+        port,
+        scheme,
+        "(CASE WHEN %s THEN 1 ELSE 0 END)" % active,
+    )
+    cursor.execute(
+        "SELECT %s, CASE WHEN %s THEN %s END, CASE WHEN %s THEN %s ELSE %s END FROM %s WHERE NOT (%s)"
+        % (host, packable, ids, packable, flags, pk, _table(cursor, Authority), simple)
+    )
+    size = 0
+    unpackable = []
+    while rows := cursor.fetchmany(10_000):
+        size += len(rows)
+        for pattern, packed_ids, bits in rows:
+            if packed_ids is None:
+                unpackable.append(bits)
+                continue
+            value = -((packed_ids << 20 | bits) + 1)
+            index, key = (wildcards, pattern[2:]) if pattern.startswith("*.") else (exact, pattern)
+            group = index.get(key)
+            if group is None:
+                index[key] = value
+            else:
+                if type(group) is int:
+                    group = unpack(group, pattern)
+                index[key] = ordered((*group, *unpack(value, pattern)))
+    for _pk, row in read_authorities(cursor, unpackable):
+        _merge(exact, wildcards, row)
+    return size
 
 
 def _merge(exact: dict[str, Any], wildcards: dict[str, Any], row: AuthorityRow) -> None:
@@ -267,22 +309,37 @@ def read_deployments(cursor: Any) -> dict[int, str]:
     return {int(pk): name for pk, name in cursor.fetchall()}
 
 
-def read_tenants(cursor: Any, ids: Iterable[int] | None) -> Iterator[tuple[int, TenantRecord]]:
-    """(id, record) of the tenants ``ids`` names (``None``: every tenant)."""
+def read_tenant_table(cursor: Any) -> TenantTable:
+    """Every tenant, as a snapshot keeps them."""
+    if tenant_fields():
+        return TenantTable.from_records(read_tenants(cursor, None))
+    query, key = _tenant_query(cursor, ())
+    return TenantTable.from_rows(_rows_for(cursor, query, key, None))
+
+
+def _tenant_query(cursor: Any, extra: tuple[str, ...]) -> tuple[str, str]:
+    """The query for tenant rows (id, slug, name, deployment id, active, *extra) and its key column."""
     from hostguard.models import get_tenant_model
 
     model = get_tenant_model()
     quote = cursor.db.ops.quote_name
-    extra = tenant_fields()
     names = ("pk", "slug", "name", "deployment", "is_active", *extra)
     columns = [quote(_column(model, name)) for name in names]
-    query = "SELECT %s FROM %s" % (", ".join(columns), _table(cursor, model))
-    rows = _rows_for(cursor, query, columns[0], ids)
-    if not extra:  # the common case, at a million rows: no unpacking into a list
+    return "SELECT %s FROM %s" % (", ".join(columns), _table(cursor, model)), columns[0]
+
+
+def read_tenants(cursor: Any, ids: Iterable[int] | None) -> Iterator[tuple[int, TenantRecord]]:
+    """(id, record) of the tenants ``ids`` names (``None``: every tenant)."""
+    from hostguard.models import get_tenant_model
+
+    extra = tenant_fields()
+    query, key = _tenant_query(cursor, extra)
+    rows = _rows_for(cursor, query, key, ids)
+    if not extra:
         for pk, slug, name, deployment_id, active in rows:
             yield pk, TenantRecord(slug, name, deployment_id, bool(active))
         return
-    convert = _converters(cursor.db, model, extra)
+    convert = _converters(cursor.db, get_tenant_model(), extra)
     for pk, slug, name, deployment_id, active, *values in rows:
         yield pk, TenantRecord(slug, name, deployment_id, bool(active), convert(values))
 
@@ -343,20 +400,16 @@ def _forget_tenant_fields(*, setting: str, **kwargs: Any) -> None:
 
 def _rows_for(cursor: Any, query: str, key: str, ids: Iterable[int] | None) -> Iterator[tuple[Any, ...]]:
     if ids is None:
-        cursor.execute(query)
-        yield from cursor.fetchall()
+        # In key order (a snapshot's tenant table packs ids best so), a batch at a time.
+        cursor.execute("%s ORDER BY %s" % (query, key))
+        while rows := cursor.fetchmany(10_000):
+            yield from rows
         return
     ids = sorted(ids)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         cursor.execute("%s WHERE %s IN (%s)" % (query, key, ", ".join(["%s"] * len(chunk))), chunk)
         yield from cursor.fetchall()
-
-
-def _fetch(cursor: Any) -> Iterator[AuthorityRow]:
-    while rows := cursor.fetchmany(10_000):
-        for row in rows:
-            yield _authority_row(row)
 
 
 def _authority_row(row: tuple[Any, ...]) -> AuthorityRow:

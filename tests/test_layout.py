@@ -91,7 +91,10 @@ def test_no_module_reads_another_modules_private_names() -> None:
     assert found == []
 
 
-@pytest.mark.parametrize("module", ["hostguard.decision", "hostguard.snapshot", "hostguard.hosts", "hostguard.decide"])
+@pytest.mark.parametrize(
+    "module",
+    ["hostguard.decision", "hostguard.snapshot", "hostguard.tenant_table", "hostguard.hosts", "hostguard.decide"],
+)
 def test_the_pure_core_imports_no_models(module: str) -> None:
     known = modules()
     path = known[module]

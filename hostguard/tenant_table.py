@@ -41,7 +41,13 @@ _SPARE = 1024
 
 def pack(slug: str, name: str, deployment_id: Any, active: Any) -> str | None:
     """A record's fields as one string, or ``None`` when they cannot be one."""
-    if type(deployment_id) is int and 0 <= deployment_id <= _MAX_HEAD >> 1 and len(slug) <= _MAX_HEAD:
+    if (
+        type(deployment_id) is int
+        and 0 <= deployment_id <= _MAX_HEAD >> 1
+        and type(slug) is str
+        and type(name) is str
+        and len(slug) <= _MAX_HEAD
+    ):
         return chr(deployment_id << 1 | (1 if active else 0)) + chr(len(slug)) + slug + name
     return None
 

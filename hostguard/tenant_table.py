@@ -5,8 +5,8 @@ At a million authorities a site has some 250,000 tenants, and a dict of
 slot, the int key, the record and its two strings. Here a tenant costs about 90:
 
 * ids are dense in practice (an auto-increment primary key), so they index a list
-  (no key objects, 8 bytes a slot); ids that are not dense, or not ints, fall back to
-  a dict;
+  from the first id (no key objects, 8 bytes a slot); ids far apart, or not ints,
+  fall back to a dict;
 * a record is one string, ``chr(deployment id << 1 | active) + chr(len(slug)) + slug
   + name``, decoded into a ``TenantRecord`` when read. A record that cannot be put so
   (``HOSTGUARD_TENANT_FIELDS`` values, a deployment id too large) is kept as it is.
@@ -35,7 +35,9 @@ class TenantRecord(NamedTuple):
 Stored = str | TenantRecord
 #: The largest code point, so the largest head a packed record can have.
 _MAX_HEAD = 0x10FFFF
-#: A list holds ids up to twice the number of tenants, plus this: beyond, a dict.
+#: The list of records by id grows to at most this many slots a tenant, plus
+#: ``_SPARE``; an id beyond goes to a dict.
+_SLOTS_A_TENANT = 8
 _SPARE = 1024
 
 
@@ -68,10 +70,12 @@ def unpack(value: Stored) -> TenantRecord:
 class TenantTable:
     """Tenant id → :class:`TenantRecord`, compact (see the module's docstring)."""
 
-    __slots__ = ("_count", "_dense", "_sparse")
+    __slots__ = ("_base", "_count", "_dense", "_sparse")
 
-    def __init__(self, dense: list[Stored | None], sparse: dict[Any, Stored], count: int) -> None:
+    def __init__(self, dense: list[Stored | None], sparse: dict[Any, Stored], count: int, base: int = 0) -> None:
+        #: The list holds ids ``base`` to ``base + len(dense) - 1``.
         self._dense = dense
+        self._base = base
         self._sparse = sparse
         self._count = count
 
@@ -92,7 +96,7 @@ class TenantTable:
         dense, sparse = table._dense, table._sparse
         for tenant_id, slug, name, deployment_id, active in rows:
             value = pack(slug, name, deployment_id, active) or TenantRecord(slug, name, deployment_id, bool(active))
-            if type(tenant_id) is int and tenant_id == len(dense) and dense and not sparse:
+            if type(tenant_id) is int and tenant_id - table._base == len(dense) and dense and not sparse:
                 dense.append(value)  # the next id, in a full read in id order
                 table._count += 1
             else:
@@ -101,11 +105,17 @@ class TenantTable:
         return table
 
     def _reach(self, tenant_id: Any) -> None:
-        """Extend the list to ``tenant_id`` while the list stays at most about twice as
-        long as the number of tenants; a farther id goes to the dict."""
+        """Extend the list to ``tenant_id`` while it keeps at most about eight slots a
+        tenant (a slot costs 8 bytes, a dict entry with its key some 70); a farther id
+        goes to the dict. The first id starts the list."""
+        if type(tenant_id) is not int:
+            return
         dense = self._dense
-        if type(tenant_id) is int and len(dense) <= tenant_id <= 2 * self._count + _SPARE:
-            dense.extend([None] * (tenant_id + 1 - len(dense)))
+        if not dense:
+            self._base = tenant_id
+        length = tenant_id - self._base + 1
+        if len(dense) < length <= _SLOTS_A_TENANT * (self._count + 1) + _SPARE:
+            dense.extend([None] * (length - len(dense)))
 
     def _put(self, tenant_id: Any, value: Stored | None) -> None:
         """Store (or, with ``None``, remove) one tenant: in the list if its id falls in it."""
@@ -113,17 +123,18 @@ class TenantTable:
         if sparse:
             # An id stored before the list reached it.
             self._count -= sparse.pop(tenant_id, None) is not None
-        if type(tenant_id) is int and 0 <= tenant_id < len(dense):
-            self._count += (value is not None) - (dense[tenant_id] is not None)
-            dense[tenant_id] = value
+        index = tenant_id - self._base if type(tenant_id) is int else -1
+        if 0 <= index < len(dense):
+            self._count += (value is not None) - (dense[index] is not None)
+            dense[index] = value
         elif value is not None:
             self._count += 1
             sparse[tenant_id] = value
 
     def get(self, tenant_id: Any) -> TenantRecord | None:
         value: Stored | None = None
-        if type(tenant_id) is int and 0 <= tenant_id < len(self._dense):
-            value = self._dense[tenant_id]
+        if type(tenant_id) is int and 0 <= tenant_id - self._base < len(self._dense):
+            value = self._dense[tenant_id - self._base]
         if value is None and self._sparse:
             value = self._sparse.get(tenant_id)
         return None if value is None else unpack(value)
@@ -136,16 +147,16 @@ class TenantTable:
 
     def __iter__(self) -> Iterator[Any]:
         """Every tenant id."""
-        for tenant_id, value in enumerate(self._dense):
+        for index, value in enumerate(self._dense):
             if value is not None:
-                yield tenant_id
+                yield self._base + index
         yield from self._sparse
 
     def updated(self, changes: Mapping[Any, TenantRecord | None]) -> TenantTable:
         """A new table: this one with ``changes`` (``None``: the tenant is gone).
 
         Costs a copy of the table's slots (no record is decoded), then the changes."""
-        table = TenantTable(list(self._dense), dict(self._sparse), self._count)
+        table = TenantTable(list(self._dense), dict(self._sparse), self._count, self._base)
         for tenant_id, record in changes.items():
             table._put(tenant_id, None if record is None else stored(record))
         return table

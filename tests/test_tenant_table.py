@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,10 +63,16 @@ def test_the_table_is_a_dict_of_records(
         table = changed
 
 
-def test_dense_ids_cost_a_third_of_a_dict_of_records() -> None:
-    rows = [(pk, TenantRecord(f"tenant-{pk}", f"Tenant {pk}", 1 + pk % 3, pk % 7 != 0)) for pk in range(1, 20_001)]
-    table = TenantTable.from_records(rows)
-    assert table.get(12_345) == TenantRecord("tenant-12345", "Tenant 12345", 1, True)
+@pytest.mark.parametrize(
+    "ids",
+    [range(1, 20_001), range(200_000, 220_000), range(1, 60_000, 3)],
+    ids=["from 1", "from 200,000", "every third id"],
+)
+def test_ids_in_a_sequence_cost_a_third_of_a_dict_of_records(ids: range) -> None:
+    rows = [(pk, TenantRecord(f"tenant-{pk}", f"Tenant {pk}", 1 + pk % 3, pk % 7 != 0)) for pk in ids]
+    table = TenantTable.from_rows([(pk, *record[:4]) for pk, record in rows])
+    pk = ids[len(ids) // 2]
+    assert table.get(pk) == TenantRecord(f"tenant-{pk}", f"Tenant {pk}", 1 + pk % 3, pk % 7 != 0)
     assert table._sparse == {}
 
     def size(value: Any) -> int:

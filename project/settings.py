@@ -101,6 +101,11 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # An unreachable database must fail a connection attempt in seconds, not hang it:
     # hostguard then serves its last snapshot (or answers 503) and retries.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    # Keep connections (checked before reuse): with the push, every change wakes every
+    # worker's refresher, and a new connection each time would cost more than the change.
+    # DATABASE_URL's ?conn_max_age=0 turns it off.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 AUTH_PASSWORD_VALIDATORS = [

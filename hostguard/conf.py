@@ -78,6 +78,8 @@ class HostPatterns(NamedTuple):
         """Whether ``host`` (normalised, no port) matches, as Django's ``validate_host`` would."""
         if self.allow_all or host in self.exact:
             return True
+        if not self.suffixes:
+            return False
         # ".example.com" admits example.com and every name under it, as ALLOWED_HOSTS does.
         return any(host.endswith(suffix) or host == suffix[1:] for suffix in self.suffixes)
 

@@ -101,7 +101,7 @@ def mismatch(request: HttpRequest, decision: Decision) -> None:
     try:
         meta = request.META
         recorder.record(
-            conf.DEPLOYMENT or "",
+            conf.gate.deployment or "",
             decision.reason,
             decision.host,
             decision.port,

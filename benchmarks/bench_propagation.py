@@ -21,10 +21,8 @@ it says so and measures nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -85,34 +83,11 @@ def fleet(url: str, directory: Path, push: bool) -> Iterator[dict[str, Any]]:
         site.close()
 
 
-def ask_every_worker(port: int, host: str) -> list[tuple[int, int]]:
-    """(status, worker pid) from one request per worker: as many connections at once as
-    there are sync workers, each of which takes one. About a millisecond a round."""
-    request = f"GET /api/ping HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-    sockets = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(WORKERS)]
-    answers = []
-    try:
-        for sock in sockets:
-            sock.sendall(request)
-        for sock in sockets:
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            pid = json.loads(body)["pid"] if status == 200 else 0
-            answers.append((status, pid))
-    finally:
-        for sock in sockets:
-            sock.close()
-    return answers
-
-
 def every_worker_serves(server: object, host: str, timeout: float) -> float | None:
     seen: set[int] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for status, pid in ask_every_worker(server.port, host):  # type: ignore[attr-defined]
+        for status, pid in common.ask_every_worker(server.port, host, WORKERS):  # type: ignore[attr-defined]
             if status == 200:
                 seen.add(pid)
         if len(seen) >= WORKERS:

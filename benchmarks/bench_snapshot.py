@@ -20,7 +20,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -114,28 +113,6 @@ def worker_pids(master: int) -> list[int]:
         return [int(pid) for pid in children.read().split()]
 
 
-def ping_every_worker(port: int, host: str, workers: int) -> set[int]:
-    """The pids of the workers that served ``host`` one request each, all at once
-    (a sync worker takes one connection at a time)."""
-    request = f"GET /api/ping HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-    sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(workers)]
-    served = set()
-    try:
-        for sock in sockets:
-            sock.sendall(request)
-        for sock in sockets:
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            if head.split(b" ", 2)[1] == b"200":
-                served.add(int(json.loads(body)["pid"]))
-    finally:
-        for sock in sockets:
-            sock.close()
-    return served
-
-
 class Served(NamedTuple):
     #: Seconds from starting gunicorn until every worker served a tenant's host.
     ready: float
@@ -179,7 +156,7 @@ def gunicorn_figures(directory: Path, size: int, preload: bool, workers: int = 2
             if process.poll() is not None or time.monotonic() - started > 120:
                 raise RuntimeError(f"gunicorn did not serve {host} from every worker (see {directory}/gunicorn.log)")
             try:
-                served |= ping_every_worker(port, host, workers)
+                served |= {pid for status, pid in common.ask_every_worker(port, host, workers) if status == 200}
             except OSError:
                 time.sleep(0.02)
         ready = time.monotonic() - started

@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import gc
 import io
+import json
 import os
 import platform
+import socket
 import statistics
 import sys
 import tempfile
@@ -590,3 +592,25 @@ def wrk(port: int, host: str, seconds: float, path: str = "/", pin: str | None =
     if rate is None:
         raise SystemExit(f"unexpected wrk output:\n{output}")
     return WrkResult(float(rate.group(1)), latency("50"), latency("99"), int(errors.group(1)) if errors else 0)
+
+
+def ask_every_worker(port: int, host: str, workers: int) -> list[tuple[int, int]]:
+    """(status, worker pid) from one ``GET /api/ping`` (the demo site's) per worker: as
+    many connections at once as there are sync workers, each of which takes one."""
+    request = f"GET /api/ping HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(workers)]
+    answers = []
+    try:
+        for sock in sockets:
+            sock.sendall(request)
+        for sock in sockets:
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            answers.append((status, int(json.loads(body)["pid"]) if status == 200 else 0))
+    finally:
+        for sock in sockets:
+            sock.close()
+    return answers

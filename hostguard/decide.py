@@ -97,9 +97,7 @@ def decide(facts: RequestFacts, snapshot: Snapshot | None, gate: GateSettings) -
         if decision.verdict == MISDIRECTED and gate.report_mode and report_may_serve(decision, gate):
             decision = replace(decision, reported=True)
     if gate.restricted_prefixes and (decision.verdict == ALLOW or decision.reported):
-        decision = restrict_path(decision, facts.path, gate)
-        if facts.full_path and facts.full_path != facts.path:
-            decision = restrict_path(decision, facts.full_path, gate)
+        decision = restrict(decision, facts.path, facts.full_path, gate)
     return decision
 
 
@@ -114,6 +112,17 @@ def report_may_serve(decision: Decision, gate: GateSettings) -> bool:
     if gate.site_allowed_hosts is not None:
         return gate.site_allowed_hosts.matches(decision.host)
     return decision.reason != UNKNOWN_HOST
+
+
+def restrict(decision: Decision, path: str, full_path: str, gate: GateSettings) -> Decision:
+    """``decision``, or a 404 when ``HOSTGUARD_ADMIN_HOSTS`` keeps the path — as Django
+    routes it, or with the site's ``SCRIPT_NAME`` in front (``full_path``) — to other hosts."""
+    prefixes = gate.restricted_prefixes
+    if path.startswith(prefixes):
+        decision = restrict_path(decision, path, gate)
+    if full_path and full_path != path and full_path.startswith(prefixes):
+        decision = restrict_path(decision, full_path, gate)
+    return decision
 
 
 def restrict_path(decision: Decision, path: str, gate: GateSettings) -> Decision:

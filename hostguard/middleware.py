@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse
 
 from hostguard import audit, metrics, responses, signals, sni
 from hostguard.conf import GateSettings, conf
-from hostguard.decide import RequestFacts, decide, restrict_path
+from hostguard.decide import RequestFacts, decide, restrict
 from hostguard.decision import ALLOW, EXEMPT, HIDDEN, MALFORMED, UNAVAILABLE, Decision
 from hostguard.policy import policy
 from hostguard.snapshot import Snapshot
@@ -192,13 +192,8 @@ class RememberedAllows:
         if target and target[0] != "/":
             return False  # absolute-form: decided in full, against Host
         decision = entry.decision
-        if gate.restricted_prefixes:
-            full_path = request.path
-            if path.startswith(gate.restricted_prefixes) or full_path.startswith(gate.restricted_prefixes):
-                if restrict_path(decision, path, gate) is not decision:
-                    return False  # a 404: decided in full
-                if full_path != path and restrict_path(decision, full_path, gate) is not decision:
-                    return False
+        if gate.restricted_prefixes and restrict(decision, path, request.path, gate) is not decision:
+            return False  # a 404: decided in full
         request.hostguard = decision  # type: ignore[attr-defined]
         tenant_id = decision.tenant_id
         request.tenant = None if tenant_id is None else LazyTenant(snapshot, tenant_id)  # type: ignore[attr-defined]

@@ -113,6 +113,7 @@ def test_floods_are_counted_exactly_with_bounded_rows_and_logs_even_while_the_da
         with site.server(workers=2) as server:
             # A flood of scanners: 300 bogus hosts, a foreign tenant, malformed hosts.
             first = plan("a", hosts=300, repeats=4, foreign=100, malformed=100)
+            started = time.time()
             statuses, latencies = flood(server, first)
             assert statuses == {421: 1300, 400: 100}
             assert p99(latencies) < 0.5
@@ -147,13 +148,17 @@ def test_floods_are_counted_exactly_with_bounded_rows_and_logs_even_while_the_da
             assert wait_for_totals(path, both, timeout=15) == both
             assert most_rows_for_one_host(path) <= 2
 
-        # Stopped gracefully: nothing counted twice at exit, the log stayed small.
+        # Stopped gracefully: nothing counted twice at exit, the log stayed small: each
+        # (host, reason) once per worker and 60 s window (windows start on the minute,
+        # so a run that crosses one logs its pairs again), whatever the number of requests.
+        windows = int(time.time() // 60) - int(started // 60) + 1
         assert totals(path) == both
         lines = mismatch_lines(server)
         pairs = 300 + 200 + 1 + len(MALFORMED)
         requests = len(first) + len(second)
-        assert pairs <= len(lines) <= 2 * 2 * pairs + 16, len(lines)
-        assert len(lines) < requests / 2
+        assert pairs <= len(lines) <= 2 * windows * pairs + 16, (len(lines), windows)
+        if windows == 1:
+            assert len(lines) < requests / 2
         assert " ERROR " not in server.stderr(limit=10_000_000)
         assert any("more mismatches in the 60 s window" in line for line in lines)
 
